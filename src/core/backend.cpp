@@ -1,0 +1,93 @@
+// Backend selection (default and per-thread scopes), storage release and array layout helpers.
+#include "crisp/backend.h"
+
+#include <atomic>
+
+#include "core/tensor_impl.h"
+
+namespace crisp {
+
+Storage::~Storage() {
+  if (backend) backend->deallocate(data, nbytes);
+}
+
+int64_t numel_of(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+int64_t Array::numel() const { return numel_of(shape); }
+
+Shape contiguous_strides(const Shape& shape) {
+  Shape s(shape.size());
+  int64_t acc = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+
+bool Array::is_contiguous() const {
+  int64_t acc = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    if (shape[i] != 1 && strides[i] != acc) return false;
+    acc *= shape[i];
+  }
+  return true;
+}
+
+namespace {
+std::shared_ptr<Backend>& default_holder() {
+  static std::shared_ptr<Backend> b;
+  return b;
+}
+std::atomic<Backend*> default_backend{nullptr};
+std::mutex default_mutex;
+thread_local Backend* scoped_backend = nullptr;
+}  // namespace
+
+Backend& current_backend() {
+  if (scoped_backend) return *scoped_backend;
+  Backend* b = default_backend.load(std::memory_order_acquire);
+  if (b) return *b;
+  return *Backend::cpu();
+}
+
+std::shared_ptr<Backend> Backend::current() { return current_backend().shared_from_this(); }
+
+void Backend::set_default(std::shared_ptr<Backend> backend) {
+  if (!backend) backend = cpu();
+  std::lock_guard lock(default_mutex);
+  default_holder() = backend;
+  default_backend.store(backend.get(), std::memory_order_release);
+}
+
+BackendScope::BackendScope(std::shared_ptr<Backend> backend) {
+  if (scoped_backend) previous_ = scoped_backend->shared_from_this();
+  scoped_backend = backend ? backend.get() : nullptr;
+  // Backends are process-lifetime singletons, so the raw pointer stays valid.
+}
+BackendScope::~BackendScope() { scoped_backend = previous_.get(); }
+
+const char* op_name(OpKind k) {
+  switch (k) {
+#define CRISP_OP(name) \
+  case OpKind::name:   \
+    return #name;
+#include "crisp/op_kinds.inc"
+#undef CRISP_OP
+    default:
+      return "op";
+  }
+}
+
+}  // namespace crisp
+
+#ifndef CRISP_HAVE_CUDA
+namespace crisp {
+std::shared_ptr<Backend> Backend::cuda(int) { fail("crisp was built without CUDA support"); }
+bool Backend::cuda_available() { return false; }
+}  // namespace crisp
+#endif

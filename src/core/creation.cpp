@@ -1,0 +1,125 @@
+// Creation ops: constants, ranges, identity matrices and random tensors.
+#include <cmath>
+
+#include "core/tensor_impl.h"
+
+namespace crisp {
+
+void Generator::manual_seed(uint64_t seed) {
+  std::lock_guard lock(mutex_);
+  state_ = {seed, 0};
+}
+Generator::State Generator::state() const {
+  std::lock_guard lock(mutex_);
+  return state_;
+}
+void Generator::set_state(State s) {
+  std::lock_guard lock(mutex_);
+  state_ = s;
+}
+uint64_t Generator::advance(uint64_t n) {
+  std::lock_guard lock(mutex_);
+  uint64_t first = state_.offset;
+  state_.offset += (n + 3) & ~uint64_t{3};  // whole Philox blocks keep streams disjoint
+  return first;
+}
+
+Generator& default_generator() {
+  static Generator g(0x5eed);
+  return g;
+}
+void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+namespace {
+void check_shape(const Shape& shape) {
+  for (int64_t d : shape)
+    if (d < 0) fail("negative dimension in shape ", shape_str(shape));
+}
+}  // namespace
+
+Tensor full(Shape shape, double value, DType dtype, Loc loc) {
+  CallScope scope("full", loc);
+  check_shape(shape);
+  return dispatch(Op{OpKind::fill, {}, {value}}, {}, std::move(shape), dtype);
+}
+Tensor scalar(double value, DType dtype, Loc loc) { return full({}, value, dtype, loc); }
+Tensor zeros(Shape shape, DType dtype, Loc loc) { return full(std::move(shape), 0, dtype, loc); }
+Tensor ones(Shape shape, DType dtype, Loc loc) { return full(std::move(shape), 1, dtype, loc); }
+Tensor zeros_like(const Tensor& x, Loc loc) { return full(x.shape(), 0, x.dtype(), loc); }
+Tensor ones_like(const Tensor& x, Loc loc) { return full(x.shape(), 1, x.dtype(), loc); }
+Tensor full_like(const Tensor& x, double v, Loc loc) { return full(x.shape(), v, x.dtype(), loc); }
+
+Tensor arange(double stop, Loc loc) { return arange(0, stop, 1, std::nullopt, loc); }
+
+Tensor arange(double start, double stop, double step, std::optional<DType> dtype, Loc loc) {
+  CallScope scope("arange", loc);
+  if (step == 0 || !std::isfinite(step)) fail("step must be finite and non-zero, got ", step);
+  if (!std::isfinite(start) || !std::isfinite(stop)) fail("start and stop must be finite");
+  const int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((stop - start) / step)));
+  DType dt = dtype.value_or(start == std::floor(start) && step == std::floor(step) ? i64 : f32);
+  return dispatch(Op{OpKind::arange, {}, {start, step}}, {}, {n}, dt);
+}
+
+Tensor linspace(double start, double stop, int64_t count, DType dtype, Loc loc) {
+  CallScope scope("linspace", loc);
+  if (count < 0) fail("count must be non-negative, got ", count);
+  const double step = count > 1 ? (stop - start) / static_cast<double>(count - 1) : 0;
+  return dispatch(Op{OpKind::arange, {}, {start, step}}, {}, {count}, dtype);
+}
+
+Tensor eye(int64_t n, std::optional<int64_t> m, DType dtype, Loc loc) {
+  CallScope scope("eye", loc);
+  const int64_t cols = m.value_or(n);
+  if (n < 0 || cols < 0) fail("sizes must be non-negative, got ", n, " x ", cols);
+  return dispatch(Op{OpKind::eye, {0}}, {}, {n, cols}, dtype);
+}
+
+namespace {
+Tensor random(OpKind kind, Shape shape, DType dtype, Generator* gen, std::vector<int64_t> ints,
+              std::vector<double> reals) {
+  check_shape(shape);
+  Generator& g = gen ? *gen : default_generator();
+  // Normal draws use two words per element (Box-Muller); give every kind that much room.
+  const uint64_t offset = g.advance(2 * static_cast<uint64_t>(numel_of(shape)));
+  const Generator::State st = g.state();
+  std::vector<int64_t> all{static_cast<int64_t>(st.seed), static_cast<int64_t>(offset)};
+  all.insert(all.end(), ints.begin(), ints.end());
+  return dispatch(Op{kind, std::move(all), std::move(reals)}, {}, std::move(shape), dtype);
+}
+void check_float_dtype(DType d) {
+  if (!is_floating(d)) fail("expected a floating-point dtype, got ", dtype_name(d));
+}
+}  // namespace
+
+Tensor uniform(Shape shape, double low, double high, DType dtype, Generator* gen, Loc loc) {
+  CallScope scope("uniform", loc);
+  check_float_dtype(dtype);
+  if (!(low <= high)) fail("low ", low, " must not exceed high ", high);
+  return random(OpKind::rand_uniform, std::move(shape), dtype, gen, {}, {low, high});
+}
+Tensor rand(Shape shape, DType dtype, Generator* gen, Loc loc) {
+  return uniform(std::move(shape), 0, 1, dtype, gen, loc);
+}
+Tensor normal(Shape shape, double mean, double std, DType dtype, Generator* gen, Loc loc) {
+  CallScope scope("normal", loc);
+  check_float_dtype(dtype);
+  if (!(std >= 0)) fail("std must be non-negative, got ", std);
+  return random(OpKind::rand_normal, std::move(shape), dtype, gen, {}, {mean, std});
+}
+Tensor randn(Shape shape, DType dtype, Generator* gen, Loc loc) {
+  return normal(std::move(shape), 0, 1, dtype, gen, loc);
+}
+Tensor randint(int64_t low, int64_t high, Shape shape, DType dtype, Generator* gen, Loc loc) {
+  CallScope scope("randint", loc);
+  if (low >= high) fail("low ", low, " must be below high ", high);
+  if (dtype == bool_) fail("randint cannot produce bool");
+  return random(OpKind::rand_int, std::move(shape), dtype, gen, {low, high}, {});
+}
+Tensor randperm(int64_t n, Generator* gen, Loc loc) {
+  CallScope scope("randperm", loc);
+  if (n < 0) fail("n must be non-negative, got ", n);
+  // Sorting random keys gives a uniform permutation.
+  return argsort(rand({n}, f64, gen));
+}
+
+}  // namespace crisp

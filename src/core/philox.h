@@ -1,0 +1,60 @@
+// Philox4x32-10: the stateless generator behind rand/randn on every backend, so that the same
+// seed gives the same numbers on CPU and GPU.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define CRISP_HD __host__ __device__ inline
+#else
+#define CRISP_HD inline
+#endif
+
+namespace crisp::philox {
+
+struct U4 {
+  uint32_t x, y, z, w;
+};
+
+CRISP_HD U4 round(U4 c, uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c.x;
+  const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c.z;
+  return U4{static_cast<uint32_t>(p1 >> 32) ^ c.y ^ k0, static_cast<uint32_t>(p1),
+            static_cast<uint32_t>(p0 >> 32) ^ c.w ^ k1, static_cast<uint32_t>(p0)};
+}
+
+// Four 32-bit random words for counter `counter` under key `seed`.
+CRISP_HD U4 generate(uint64_t seed, uint64_t counter) {
+  U4 c{static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u};
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int i = 0; i < 10; ++i) {
+    c = round(c, k0, k1);
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c;
+}
+
+// The i-th 32-bit word of the stream that starts at `offset`.
+CRISP_HD uint32_t word(uint64_t seed, uint64_t offset, uint64_t i) {
+  const uint64_t n = offset + i;
+  U4 r = generate(seed, n >> 2);
+  switch (n & 3) {
+    case 0:
+      return r.x;
+    case 1:
+      return r.y;
+    case 2:
+      return r.z;
+    default:
+      return r.w;
+  }
+}
+
+// Uniform in (0, 1]: never 0, so log() of it is finite.
+CRISP_HD double uniform(uint32_t a, uint32_t b) {
+  const uint64_t bits = (static_cast<uint64_t>(a) << 21) ^ b;
+  return (static_cast<double>(bits & ((1ull << 53) - 1)) + 1.0) * (1.0 / 9007199254740992.0);
+}
+
+}  // namespace crisp::philox

@@ -1,0 +1,81 @@
+// Library-internal: what a Tensor handle points to, the dispatch point, and autograd plumbing.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "crisp/backend.h"
+#include "crisp/ops.h"
+#include "crisp/tensor.h"
+
+namespace crisp {
+
+// Returns one gradient per input of the op (undefined where an input needs none).
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad)>;
+
+// The autograd record of a tensor: its backward closure and handles to its inputs' records.
+struct GradNode {
+  BackwardFn backward;                            // empty for leaves
+  std::vector<std::shared_ptr<GradNode>> inputs;  // one per op input; null where none needed
+  std::vector<GradCallback> callbacks;            // on_grad
+  bool accumulates = false;                       // a requires_grad_ leaf: keeps grad()
+  bool released = false;                          // backward already ran and freed it
+  Tensor grad;                                    // accumulated (leaves only)
+  std::mutex mutex;
+  Shape shape;
+  DType dtype;
+  ~GradNode();
+};
+
+struct TensorImpl {
+  Array array;
+  std::exception_ptr error;  // set when computing the data failed; raised on read
+  std::shared_ptr<GradNode> node;
+};
+
+// The backend ops run on for this thread (backends live as long as the process).
+Backend& current_backend();
+
+// ---- the dispatch point ----
+struct OutSpec {
+  Shape shape;
+  DType dtype;
+};
+// Runs op on the current backend. Inputs computed elsewhere are moved there; an input that
+// failed makes the outputs fail the same way without running anything.
+std::vector<Tensor> dispatch(const Op& op, std::initializer_list<Tensor> inputs,
+                             std::initializer_list<OutSpec> outputs);
+Tensor dispatch(const Op& op, std::initializer_list<Tensor> inputs, Shape shape, DType dtype);
+std::vector<Tensor> dispatch(const Op& op, const std::vector<Tensor>& inputs,
+                             const std::vector<OutSpec>& outputs);
+
+// A tensor sharing x's data under a new layout (no copy).
+Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset);
+// A tensor of host values, on the current backend.
+Tensor from_host(const void* data, Shape shape, DType dtype);
+
+// ---- autograd ----
+// Attaches backward to out when grad mode is on and some input needs a gradient; the closure
+// must capture only detached tensors (detach()), never out or inputs with their records.
+Tensor with_grad(Tensor out, std::initializer_list<Tensor> inputs, BackwardFn backward);
+Tensor with_grad(Tensor out, const std::vector<Tensor>& inputs, BackwardFn backward);
+bool any_requires_grad(std::initializer_list<Tensor> inputs);
+
+// Sums a broadcast gradient back down to shape.
+Tensor reduce_to(const Tensor& grad, const Shape& shape);
+
+// ---- helpers for op front ends ----
+int64_t normalize_axis(int64_t axis, int64_t ndim);
+std::vector<int64_t> normalize_axes(const Axes& axes, int64_t ndim);
+std::string shape_str(const Shape& s);
+void check_same_dtype(const Tensor& a, const Tensor& b);
+void check_floating(const Tensor& x);
+void check_defined(const Tensor& x, const char* what = "input");
+// A scalar operand as a 0-d tensor of dtype.
+Tensor operand_tensor(const Operand& o, DType dtype);
+
+}  // namespace crisp

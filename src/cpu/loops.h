@@ -1,0 +1,137 @@
+// CPU loop machinery: a parallel-for and an n-ary strided elementwise loop whose innermost run
+// is a plain (vectorizable) loop whenever the operands are contiguous there.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "crisp/backend.h"
+
+namespace crisp::cpu {
+
+// Below this much work a loop stays on the calling thread: waking threads costs more.
+inline constexpr int64_t kParallelGrain = 32768;
+
+// Calls f(begin, end) over [0, n) split across threads when cost (elements touched) is large.
+template <class F>
+void parallel_for(int64_t n, int64_t cost, F&& f) {
+  if (n <= 0) return;
+  const int threads =
+      std::min<int64_t>(omp_get_max_threads(), std::max<int64_t>(1, cost / kParallelGrain));
+  if (threads <= 1 || n == 1 || omp_in_parallel()) {
+    f(int64_t{0}, n);
+    return;
+  }
+  const int64_t t = std::min<int64_t>(threads, n);
+#pragma omp parallel for num_threads(t) schedule(static)
+  for (int64_t i = 0; i < t; ++i) {
+    const int64_t b = n * i / t, e = n * (i + 1) / t;
+    if (b < e) f(b, e);
+  }
+}
+
+// Shape and per-operand strides with mergeable axes merged and size-1 axes dropped.
+template <size_t N>
+struct Layout {
+  Shape shape;
+  std::array<Shape, N> strides;
+};
+
+template <size_t N>
+Layout<N> simplify(const Shape& shape, const std::array<const Shape*, N>& strides) {
+  Layout<N> out;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !out.shape.empty();
+    for (size_t k = 0; k < N && merge; ++k)
+      merge = out.strides[k].back() == (*strides[k])[d] * shape[d];
+    if (merge) {
+      out.shape.back() *= shape[d];
+      for (size_t k = 0; k < N; ++k) out.strides[k].back() = (*strides[k])[d];
+    } else {
+      out.shape.push_back(shape[d]);
+      for (size_t k = 0; k < N; ++k) out.strides[k].push_back((*strides[k])[d]);
+    }
+  }
+  if (out.shape.empty()) {
+    out.shape.push_back(1);
+    for (size_t k = 0; k < N; ++k) out.strides[k].push_back(1);
+  }
+  return out;
+}
+
+// Runs f(ptrs, inner_strides, n) over every innermost run of the arrays, which share a shape.
+// ptrs are typed element pointers; strides count elements.
+template <class... T, class F>
+void strided_runs(const Shape& shape, const std::array<const Shape*, sizeof...(T)>& strides,
+                  std::tuple<T*...> base, F&& f) {
+  constexpr size_t N = sizeof...(T);
+  Layout<N> L = simplify<N>(shape, strides);
+  const size_t nd = L.shape.size();
+  const int64_t inner = L.shape[nd - 1];
+  int64_t outer = 1;
+  for (size_t d = 0; d + 1 < nd; ++d) outer *= L.shape[d];
+  parallel_for(outer, outer * inner, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      // Offsets of run o, from its multi-index over the outer axes.
+      std::array<int64_t, N> off{};
+      int64_t rem = o;
+      for (size_t d = nd - 1; d-- > 0;) {
+        const int64_t i = rem % L.shape[d];
+        rem /= L.shape[d];
+        for (size_t k = 0; k < N; ++k) off[k] += i * L.strides[k][d];
+      }
+      std::array<int64_t, N> st;
+      for (size_t k = 0; k < N; ++k) st[k] = L.strides[k][nd - 1];
+      [&]<size_t... K>(std::index_sequence<K...>) {
+        f(std::tuple<T*...>{std::get<K>(base) + off[K]...}, st, inner);
+      }
+      (std::make_index_sequence<N>{});
+    }
+  });
+}
+
+// out[i] = op(in[i]...) for arrays of one shape; `out` is contiguous.
+template <class Out, class... In, class Fn>
+void map(const Array& out, Fn&& op, const std::array<const Array*, sizeof...(In)>& in) {
+  constexpr size_t N = sizeof...(In);
+  std::array<const Shape*, N + 1> strides;
+  strides[0] = &out.strides;
+  for (size_t k = 0; k < N; ++k) strides[k + 1] = &in[k]->strides;
+  auto base = [&]<size_t... K>(std::index_sequence<K...>) {
+    return std::tuple<Out*, const In*...>{out.data<Out>(), in[K]->template data<In>()...};
+  }
+  (std::make_index_sequence<N>{});
+  strided_runs(out.shape, strides, base, [&](auto ptrs, const auto& st, int64_t n) {
+    Out* o = std::get<0>(ptrs);
+    auto ins = [&]<size_t... K>(std::index_sequence<K...>) {
+      return std::tuple<const In*...>{std::get<K + 1>(ptrs)...};
+    }
+    (std::make_index_sequence<N>{});
+    bool unit = true;
+    for (size_t k = 0; k <= N; ++k) unit = unit && st[k] == 1;
+    if (unit) {
+      [&]<size_t... K>(std::index_sequence<K...>) {
+        for (int64_t i = 0; i < n; ++i) o[i] = op(std::get<K>(ins)[i]...);
+      }
+      (std::make_index_sequence<N>{});
+    } else {
+      [&]<size_t... K>(std::index_sequence<K...>) {
+        for (int64_t i = 0; i < n; ++i) o[i * st[0]] = op(std::get<K>(ins)[i * st[K + 1]]...);
+      }
+      (std::make_index_sequence<N>{});
+    }
+  });
+}
+
+// The type arithmetic happens in: float for the 16-bit floats, the type itself otherwise.
+template <class T>
+using compute_t =
+    std::conditional_t<std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>, float, T>;
+
+}  // namespace crisp::cpu

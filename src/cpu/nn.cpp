@@ -1,0 +1,8 @@
+// CPU kernels: nn family (placeholder until implemented).
+#include "cpu/kernels.h"
+
+namespace crisp::cpu {
+
+void nn(const Op& op, In in, Out) { unsupported(op, in.empty() ? DType::f32 : in[0].dtype); }
+
+}  // namespace crisp::cpu
