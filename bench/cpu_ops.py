@@ -1,0 +1,28 @@
+#!/usr/bin/python3
+"""Runs the CPU micro-benchmark for crisp and PyTorch in one go and prints `name crisp peer ratio`.
+
+Usage: python3 bench/cpu_ops.py BUILD_DIR [--quick]
+ratio = crisp / peer: below 1 means crisp is faster (for GB/s, above 1 means faster)."""
+import json
+import os
+import subprocess
+import sys
+
+build = sys.argv[1] if len(sys.argv) > 1 else "build/release"
+extra = ["--quick"] if "--quick" in sys.argv else []
+here = os.path.dirname(os.path.abspath(__file__))
+
+crisp = json.loads(subprocess.check_output([os.path.join(build, "bench", "cpu_ops")] + extra))
+peer = json.loads(subprocess.check_output(["/usr/bin/python3", os.path.join(here, "torch_cpu_ops.py")] + extra))
+
+print(f"{'name':28s} {'crisp':>10s} {'peer':>10s} {'ratio':>7s}")
+for key, value in crisp.items():
+    if key == "threads":
+        continue
+    if key in peer:
+        print(f"{key:28s} {value:10.4g} {peer[key]:10.4g} {value / peer[key]:7.3f}")
+    else:
+        print(f"{key:28s} {value:10.4g} {'-':>10s} {'-':>7s}")
+print(f"threads: crisp {crisp['threads']}, peer {peer['threads']}")
+print(f"add_16M vs floor: {crisp['add_16M_ms'] / crisp['add_16M_floor_ms']:.3f}  "
+      f"matmul vs OpenBLAS: {crisp['matmul_1024_ms'] / crisp['matmul_1024_openblas_ms']:.3f}")
