@@ -10,10 +10,11 @@
 #include <vector>
 
 #include "crisp/dtype.h"
+#include "crisp/shape.h"
 
 namespace crisp {
 
-using Shape = std::vector<int64_t>;
+// Shape: see shape.h.
 
 class Backend;
 
@@ -22,6 +23,8 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Backend* backend = nullptr;
+  // Room for a few elements, so a small CPU tensor costs one allocation, not two.
+  alignas(16) unsigned char small[64];
   Storage(void* d, size_t n, Backend* b) : data(d), nbytes(n), backend(b) {}
   ~Storage();
   Storage(const Storage&) = delete;

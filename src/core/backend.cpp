@@ -8,7 +8,7 @@
 namespace crisp {
 
 Storage::~Storage() {
-  if (backend) backend->deallocate(data, nbytes);
+  if (backend && data != small) backend->deallocate(data, nbytes);
 }
 
 int64_t numel_of(const Shape& shape) {

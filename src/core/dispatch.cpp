@@ -8,14 +8,14 @@ namespace crisp {
 namespace {
 
 // Moves a to backend `to` (through host memory) when it lives elsewhere.
-Array on_backend(const Array& a, Backend& to) {
-  if (!a.storage || a.storage->backend == &to) return a;
+void move_to(Array& a, Backend& to) {
+  if (!a.storage || a.storage->backend == &to) return;
   const size_t nbytes = static_cast<size_t>(a.numel()) * itemsize(a.dtype);
   std::vector<char> host(nbytes);
   a.storage->backend->read(a, host.data());
   Array out{to.allocate(nbytes), a.shape, contiguous_strides(a.shape), 0, a.dtype};
   to.write(host.data(), nbytes, *out.storage);
-  return out;
+  a = std::move(out);
 }
 
 std::exception_ptr as_error(const char* op) {
@@ -30,21 +30,26 @@ std::exception_ptr as_error(const char* op) {
   }
 }
 
-std::vector<Tensor> run(const Op& op, const Tensor* in, size_t nin, const OutSpec* outs,
-                        size_t nout) {
+// Small ops (the common case) keep their array lists on the stack.
+constexpr size_t kInlineIn = 3, kInlineOut = 1;
+
+// Runs op and stores its outputs in result[0..nout).
+void run(const Op& op, const Tensor* in, size_t nin, const OutSpec* outs, size_t nout,
+         Tensor* result) {
   Backend& backend = current_backend();
   std::exception_ptr error;
-  std::vector<Array> in_arrays;
-  in_arrays.reserve(nin);
+  Array in_inline[kInlineIn], out_inline[kInlineOut];
+  std::vector<Array> in_heap, out_heap;
+  if (nin > kInlineIn) in_heap.resize(nin);
+  if (nout > kInlineOut) out_heap.resize(nout);
+  Array* in_arrays = nin > kInlineIn ? in_heap.data() : in_inline;
+  Array* out_arrays = nout > kInlineOut ? out_heap.data() : out_inline;
   for (size_t i = 0; i < nin; ++i) {
     check_defined(in[i]);
     const TensorImpl& impl = *in[i].impl();
     if (impl.error && !error) error = impl.error;
-    in_arrays.push_back(impl.array);
+    in_arrays[i] = impl.array;
   }
-  std::vector<Array> out_arrays(nout);
-  std::vector<Tensor> result;
-  result.reserve(nout);
   for (size_t i = 0; i < nout; ++i) {
     Array& a = out_arrays[i];
     a.shape = outs[i].shape;
@@ -53,38 +58,45 @@ std::vector<Tensor> run(const Op& op, const Tensor* in, size_t nin, const OutSpe
   }
   if (!error) {
     try {
-      for (Array& a : in_arrays) a = on_backend(a, backend);
-      for (Array& a : out_arrays)
+      for (size_t i = 0; i < nin; ++i) move_to(in_arrays[i], backend);
+      for (size_t i = 0; i < nout; ++i) {
+        Array& a = out_arrays[i];
         a.storage = backend.allocate(static_cast<size_t>(a.numel()) * itemsize(a.dtype));
-      backend.run(op, in_arrays, out_arrays);
+      }
+      backend.run(op, std::span<const Array>(in_arrays, nin), std::span<Array>(out_arrays, nout));
     } catch (...) {
       error = as_error(op_name(op.kind));
     }
   }
-  for (Array& a : out_arrays) {
+  for (size_t i = 0; i < nout; ++i) {
     auto impl = std::make_shared<TensorImpl>();
-    impl->array = std::move(a);
+    impl->array = std::move(out_arrays[i]);
     impl->error = error;
-    result.emplace_back(std::move(impl));
+    result[i] = Tensor(std::move(impl));
   }
-  return result;
 }
 
 }  // namespace
 
 std::vector<Tensor> dispatch(const Op& op, std::initializer_list<Tensor> inputs,
                              std::initializer_list<OutSpec> outputs) {
-  return run(op, inputs.begin(), inputs.size(), outputs.begin(), outputs.size());
+  std::vector<Tensor> result(outputs.size());
+  run(op, inputs.begin(), inputs.size(), outputs.begin(), outputs.size(), result.data());
+  return result;
 }
 
 std::vector<Tensor> dispatch(const Op& op, const std::vector<Tensor>& inputs,
                              const std::vector<OutSpec>& outputs) {
-  return run(op, inputs.data(), inputs.size(), outputs.data(), outputs.size());
+  std::vector<Tensor> result(outputs.size());
+  run(op, inputs.data(), inputs.size(), outputs.data(), outputs.size(), result.data());
+  return result;
 }
 
 Tensor dispatch(const Op& op, std::initializer_list<Tensor> inputs, Shape shape, DType dtype) {
   OutSpec spec{std::move(shape), dtype};
-  return std::move(run(op, inputs.begin(), inputs.size(), &spec, 1)[0]);
+  Tensor result;
+  run(op, inputs.begin(), inputs.size(), &spec, 1, &result);
+  return result;
 }
 
 Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset) {

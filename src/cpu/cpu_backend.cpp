@@ -48,6 +48,11 @@ class CpuBackend final : public Backend {
   bool is_cpu() const override { return true; }
 
   std::shared_ptr<Storage> allocate(size_t nbytes) override {
+    if (nbytes <= sizeof(Storage::small)) {
+      auto s = std::make_shared<Storage>(nullptr, nbytes, this);
+      s->data = s->small;  // freed with the Storage itself
+      return s;
+    }
     const size_t rounded = (std::max<size_t>(nbytes, 1) + 63) & ~size_t{63};
     void* p = rounded >= BlockCache::kMin ? cache_.take(rounded) : nullptr;
     if (!p) p = std::aligned_alloc(64, rounded);
