@@ -93,13 +93,14 @@ class Tensor {
  public:
   Tensor() = default;  // an undefined tensor; defined() is false
 
-  // Values with a shape (default: 1-d) and a dtype (default: from the C++ type; int -> int64).
+  // Values with a shape (default {-1}: 1-d; {} gives a 0-d tensor of one value) and a dtype
+  // (default: from the C++ type; int -> int64).
   template <class T>
-  Tensor(std::initializer_list<T> values, Shape shape = {}, std::optional<DType> dtype = {},
+  Tensor(std::initializer_list<T> values, Shape shape = {-1}, std::optional<DType> dtype = {},
          Loc loc = Loc::current())
       : Tensor(values.begin(), values.size(), std::move(shape), dtype, loc) {}
   template <class T>
-  Tensor(const std::vector<T>& values, Shape shape = {}, std::optional<DType> dtype = {},
+  Tensor(const std::vector<T>& values, Shape shape = {-1}, std::optional<DType> dtype = {},
          Loc loc = Loc::current())
       : Tensor(values.data(), values.size(), std::move(shape), dtype, loc) {}
 
@@ -113,8 +114,8 @@ class Tensor {
     impl_ = std::move(other.impl_);
     return *this;
   }
-  // Assigning to an indexed tensor (`y[0] = v`) writes into the tensor it was taken from.
-  void operator=(const Tensor& value) && { assign_back(Operand(value)); }
+  // Assigning to an indexed tensor (`y[0] = v`) writes into the tensor it was taken from. A
+  // tensor value converts to Operand, which records the caller's line for errors.
   void operator=(const Operand& value) && { assign_back(value); }
 
   bool defined() const { return impl_ != nullptr; }

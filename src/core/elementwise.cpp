@@ -65,7 +65,7 @@ Tensor binary(const char* name, OpKind kind, const Operand& a, const Operand& b)
   check_same_dtype(x, y);
   const bool predicate = is_comparison(kind) || is_logical(kind);
   if (!predicate && dt == bool_) fail("arithmetic is not defined for bool tensors");
-  Shape shape = broadcast_shapes(x.shape(), y.shape());
+  Shape shape = broadcast_shape(x.shape(), y.shape());
   Tensor out = dispatch(Op{kind}, {broadcast_view(x, shape), broadcast_view(y, shape)}, shape,
                         predicate ? bool_ : dt);
   if (predicate || !any_requires_grad({x, y})) return out;
@@ -99,7 +99,7 @@ Tensor binary(const char* name, OpKind kind, const Operand& a, const Operand& b)
       return with_grad(out, {x, y}, [fit, xd, yd, is_max](const Tensor& g) {
         // Ties split the gradient evenly, as PyTorch does.
         Tensor wins = is_max ? (xd > yd) : (xd < yd);
-        Tensor share = where(wins, 1, where(xd == yd, 0.5, 0)).cast(g.dtype());
+        Tensor share = wins.cast(g.dtype()) + (xd == yd).cast(g.dtype()) * 0.5;
         return fit(g * share, g * (1 - share));
       });
     }
@@ -175,9 +175,10 @@ Tensor relu(const Tensor& x, Loc loc) {
   return with_grad(y, {x}, [y = y.detach()](const Tensor& g) { return Grads{where(y > 0, g, 0)}; });
 }
 Tensor leaky_relu(const Tensor& x, double slope, Loc loc) {
-  return smooth("leaky_relu", OpKind::leaky_relu, x, loc,
-                [slope](const Tensor& x, const Tensor&) { return where(x > 0, 1, slope); },
-                {slope});
+  return smooth(
+      "leaky_relu", OpKind::leaky_relu, x, loc,
+      [slope](const Tensor& x, const Tensor&) { return where(x > 0, ones_like(x), slope); },
+      {slope});
 }
 Tensor gelu(const Tensor& x, const std::string& approximate, Loc loc) {
   if (approximate == "tanh") {
@@ -319,7 +320,7 @@ Tensor where(const Tensor& cond, const Operand& a, const Operand& b, Loc loc) {
   const DType dt = a.tensor ? a.tensor->dtype() : b.tensor->dtype();
   Tensor x = operand_tensor(a, dt), y = operand_tensor(b, dt);
   check_same_dtype(x, y);
-  Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), x.shape()), y.shape());
+  Shape shape = broadcast_shape(broadcast_shape(cond.shape(), x.shape()), y.shape());
   Tensor out = dispatch(
       Op{OpKind::where},
       {broadcast_view(cond, shape), broadcast_view(x, shape), broadcast_view(y, shape)}, shape, dt);

@@ -1,19 +1,103 @@
-// Front ends of the linalg ops (placeholder bodies until implemented).
+// Linear algebra: matmul with numpy semantics (1-d operands, broadcast batch axes), outer, dot.
 #include "core/tensor_impl.h"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
 
 namespace crisp {
 
+namespace {
+
+using Grads = std::vector<Tensor>;
+
+// A view of x broadcast to shape (no copy, no autograd record).
+Tensor broadcast_view(const Tensor& x, const Shape& shape) {
+  if (x.shape() == shape) return x;
+  const Array& a = x.impl()->array;
+  const size_t lead = shape.size() - a.shape.size();
+  Shape strides(shape.size(), 0);
+  for (size_t i = lead; i < shape.size(); ++i)
+    if (a.shape[i - lead] == shape[i]) strides[i] = a.strides[i - lead];
+  return make_view(x, shape, std::move(strides), a.offset);
+}
+
+// a [..., M, K] @ b [..., K, N], both at least 2-d, K already checked.
+Tensor matmul2(const Tensor& a, const Tensor& b) {
+  const size_t na = a.shape().size(), nb = b.shape().size();
+  const int64_t m = a.shape()[na - 2], k = a.shape()[na - 1], n = b.shape()[nb - 1];
+  Shape batch = broadcast_shapes(Shape(a.shape().begin(), a.shape().end() - 2),
+                                 Shape(b.shape().begin(), b.shape().end() - 2));
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  Tensor y;
+  if (nb == 2 && na > 2 && a.is_contiguous()) {
+    // A batch times one matrix is one tall product: fold the batch into M.
+    Tensor flat = make_view(a, {numel_of(batch) * m, k}, {k, 1}, a.impl()->array.offset);
+    y = dispatch(Op{OpKind::matmul}, {flat, b}, {flat.shape()[0], n}, a.dtype());
+    y = make_view(y, out_shape, contiguous_strides(out_shape), 0);
+  } else {
+    Shape as = batch, bs = batch;
+    as.insert(as.end(), {m, k});
+    bs.insert(bs.end(), {k, n});
+    y = dispatch(Op{OpKind::matmul}, {broadcast_view(a, as), broadcast_view(b, bs)}, out_shape,
+                 a.dtype());
+  }
+  if (!is_floating(a.dtype())) return y;
+  return with_grad(y, {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g) {
+    Tensor ga = reduce_to(matmul(g, transpose(b, -2, -1)), a.shape());
+    Tensor gb;
+    if (b.ndim() == 2 && a.ndim() > 2) {
+      // One product over the folded batch instead of a batch of products and a sum.
+      const int64_t k = a.shape().back(), n = g.shape().back();
+      gb = matmul(transpose(reshape(a, {-1, k}), 0, 1), reshape(g, {-1, n}));
+    } else {
+      gb = reduce_to(matmul(transpose(a, -2, -1), g), b.shape());
+    }
+    return Grads{ga, gb};
+  });
+}
+
+}  // namespace
+
 Tensor matmul(const Tensor& a, const Tensor& b, Loc loc) {
   CallScope scope("matmul", loc);
-  fail("not implemented yet");
+  check_defined(a, "first operand");
+  check_defined(b, "second operand");
+  check_same_dtype(a, b);
+  if (a.dtype() == bool_) fail("not defined for bool tensors");
+  if (a.ndim() == 0 || b.ndim() == 0)
+    fail("operands need at least one dimension, got shapes ", shape_str(a.shape()), " and ",
+         shape_str(b.shape()));
+  const int64_t ka = a.shape().back();
+  const int64_t kb = b.ndim() == 1 ? b.shape()[0] : b.shape()[b.shape().size() - 2];
+  if (ka != kb)
+    fail("shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " do not contract: ", ka,
+         " != ", kb);
+  Tensor a2 = a.ndim() == 1 ? unsqueeze(a, 0) : a;
+  Tensor b2 = b.ndim() == 1 ? unsqueeze(b, 1) : b;
+  Tensor y = matmul2(a2, b2);
+  if (a.ndim() == 1 && b.ndim() == 1) return reshape(y, {});
+  if (a.ndim() == 1) return squeeze(y, -2);
+  if (b.ndim() == 1) return squeeze(y, -1);
+  return y;
 }
+
 Tensor outer(const Tensor& a, const Tensor& b, Loc loc) {
   CallScope scope("outer", loc);
-  fail("not implemented yet");
+  check_defined(a, "first operand");
+  check_defined(b, "second operand");
+  if (a.ndim() != 1 || b.ndim() != 1)
+    fail("expects 1-d tensors, got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+  check_same_dtype(a, b);
+  return unsqueeze(a, 1) * unsqueeze(b, 0);
 }
+
 Tensor dot(const Tensor& a, const Tensor& b, Loc loc) {
   CallScope scope("dot", loc);
-  fail("not implemented yet");
+  check_defined(a, "first operand");
+  check_defined(b, "second operand");
+  if (a.ndim() != 1 || b.ndim() != 1)
+    fail("expects 1-d tensors, got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+  if (a.shape()[0] != b.shape()[0]) fail("lengths differ: ", a.shape()[0], " != ", b.shape()[0]);
+  return matmul(a, b);
 }
+
 }  // namespace crisp

@@ -67,7 +67,7 @@ Tensor operand_tensor(const Operand& o, DType dtype) {
 
 Tensor::Tensor(const void* values, DType src, size_t n, Shape shape, DType dtype, Loc loc) {
   CallScope scope("Tensor", loc);
-  if (shape.empty() && n != 1) shape = {static_cast<int64_t>(n)};
+  if (shape == Shape{-1}) shape = {static_cast<int64_t>(n)};
   for (int64_t d : shape)
     if (d < 0) fail("negative dimension in shape ", shape_str(shape));
   if (numel_of(shape) != static_cast<int64_t>(n))
@@ -353,6 +353,8 @@ void Tensor::assign_back(const Operand& value) {
   if (!write_back_) fail("cannot assign to a temporary tensor; index a named tensor instead");
   Tensor& base = *write_back_->base;
   base = base.index_put(write_back_->indices, value, value.loc);
+  // base may itself be indexed (`y[0][1] = v`): pass the update on to what it was taken from.
+  if (base.write_back_) base.assign_back(Operand(base, value.loc));
 }
 
 #define CRISP_SUBSCRIPTS(QUAL, WB)                                                             \
@@ -384,10 +386,23 @@ Tensor Tensor::operator[](Index a, Index b, Index c, Index d, Index e) const& {
 
 // ---- in-place arithmetic ----
 
-Tensor& Tensor::operator+=(const Operand& v) & { return *this = Operand(*this, v.loc) + v; }
-Tensor& Tensor::operator-=(const Operand& v) & { return *this = Operand(*this, v.loc) - v; }
-Tensor& Tensor::operator*=(const Operand& v) & { return *this = Operand(*this, v.loc) * v; }
-Tensor& Tensor::operator/=(const Operand& v) & { return *this = Operand(*this, v.loc) / v; }
+namespace {
+// x op= v keeps x's shape, as PyTorch's in-place ops do: v must broadcast to x.
+Tensor& update(Tensor& x, const Operand& v, Tensor (*op)(const Operand&, const Operand&)) {
+  Tensor y = op(Operand(x, v.loc), v);
+  if (y.shape() != x.shape()) {
+    CallScope scope("in-place update", v.loc);
+    fail("the result's shape ", shape_str(y.shape()), " differs from the updated tensor's ",
+         shape_str(x.shape()));
+  }
+  return x = std::move(y);
+}
+}  // namespace
+
+Tensor& Tensor::operator+=(const Operand& v) & { return update(*this, v, add); }
+Tensor& Tensor::operator-=(const Operand& v) & { return update(*this, v, sub); }
+Tensor& Tensor::operator*=(const Operand& v) & { return update(*this, v, mul); }
+Tensor& Tensor::operator/=(const Operand& v) & { return update(*this, v, div); }
 void Tensor::operator+=(const Operand& v) && {
   assign_back(Operand(Operand(*this, v.loc) + v, v.loc));
 }

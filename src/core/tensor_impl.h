@@ -1,6 +1,7 @@
 // Library-internal: what a Tensor handle points to, the dispatch point, and autograd plumbing.
 #pragma once
 
+#include <algorithm>
 #include <exception>
 #include <functional>
 #include <initializer_list>
@@ -75,6 +76,19 @@ std::string shape_str(const Shape& s);
 void check_same_dtype(const Tensor& a, const Tensor& b);
 void check_floating(const Tensor& x);
 void check_defined(const Tensor& x, const char* what = "input");
+// The broadcast of two shapes; unlike the public broadcast_shapes it opens no call scope, so
+// a mismatch is reported as an error of the op that broadcasts ("add: shapes ...").
+inline Shape broadcast_shape(const Shape& a, const Shape& b) {
+  Shape out(std::max(a.size(), b.size()));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int64_t da = i < out.size() - a.size() ? 1 : a[i - (out.size() - a.size())];
+    const int64_t db = i < out.size() - b.size() ? 1 : b[i - (out.size() - b.size())];
+    if (da != db && da != 1 && db != 1)
+      fail("shapes ", shape_str(a), " and ", shape_str(b), " cannot be broadcast together");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
 // A scalar operand as a 0-d tensor of dtype.
 Tensor operand_tensor(const Operand& o, DType dtype);
 

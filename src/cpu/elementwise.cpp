@@ -1,5 +1,7 @@
 // CPU kernels for creation ops and elementwise ops (unary, binary, where, copy/cast).
+#include <atomic>
 #include <cmath>
+#include <functional>
 #include <numbers>
 
 #include "core/philox.h"
@@ -110,7 +112,7 @@ void unary_kernel(const Op& op, const Array& x, const Array& o) {
       case OpKind::sign:
         return run([](C v) { return static_cast<C>((C(0) < v) - (v < C(0))); });
       case OpKind::relu:
-        return run([](C v) { return v > 0 ? v : C(0); });
+        return run([](C v) { return v < C(0) ? C(0) : v; });  // NaN passes through
       case OpKind::clamp:
         return run([=](C v) {
           if (!std::isnan(r0) && v < static_cast<C>(r0)) v = static_cast<C>(r0);
@@ -184,6 +186,17 @@ void unary_kernel(const Op& op, const Array& x, const Array& o) {
   }
 }
 
+// Signed integers wrap on overflow, as in PyTorch, instead of being undefined behaviour.
+template <class C, class F>
+C wrapping(C x, C y, F f) {
+  if constexpr (std::is_integral_v<C> && std::is_signed_v<C>) {
+    using U = std::make_unsigned_t<C>;
+    return static_cast<C>(static_cast<U>(f(static_cast<U>(x), static_cast<U>(y))));
+  } else {
+    return static_cast<C>(f(x, y));
+  }
+}
+
 template <class T>
 void binary_kernel(const Op& op, const Array& a, const Array& b, const Array& o) {
   using C = compute_t<T>;
@@ -222,23 +235,27 @@ void binary_kernel(const Op& op, const Array& a, const Array& b, const Array& o)
   if constexpr (!std::is_same_v<T, bool>) {
     switch (op.kind) {
       case OpKind::add:
-        return arith([](C x, C y) { return x + y; });
+        return arith([](C x, C y) { return wrapping(x, y, std::plus<>()); });
       case OpKind::sub:
-        return arith([](C x, C y) { return x - y; });
+        return arith([](C x, C y) { return wrapping(x, y, std::minus<>()); });
       case OpKind::mul:
-        return arith([](C x, C y) { return x * y; });
+        return arith([](C x, C y) { return wrapping(x, y, std::multiplies<>()); });
       case OpKind::div:
         if constexpr (std::is_integral_v<C>) {
           // Integer division by zero is found while computing, so it is raised on read.
-          bool zero = false;
+          std::atomic<bool> zero = false;  // set from several threads
           map<T, T, T>(o,
                        [&zero](T x, T y) {
                          if (y == 0) {
-                           zero = true;
+                           zero.store(true, std::memory_order_relaxed);
                            return T(0);
                          }
                          // Floor division, as PyTorch's // (and never INT_MIN / -1 overflow).
-                         if (y == T(-1)) return static_cast<T>(T(0) - x);
+                         if constexpr (std::is_signed_v<T>) {
+                           // Negating in unsigned arithmetic wraps INT_MIN to itself.
+                           using U = std::make_unsigned_t<T>;
+                           if (y == T(-1)) return static_cast<T>(U(0) - static_cast<U>(x));
+                         }
                          T q = static_cast<T>(x / y);
                          if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
                          return q;

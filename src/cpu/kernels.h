@@ -16,7 +16,9 @@ void elementwise(const Op& op, In in, Out out);  // elementwise.cpp: unary, bina
 void reduce(const Op& op, In in, Out out);       // reduce.cpp
 void along_axis(const Op& op, In in, Out out);   // axis.cpp: softmax, cumsum, sort
 void linalg(const Op& op, In in, Out out);       // matmul.cpp
-void indexing(const Op& op, In in, Out out);     // indexing.cpp
+void indexing(const Op& op, In in, Out out);     // indexing.cpp: routes to the two below
+void layout_ops(const Op& op, In in, Out out);   // layout.cpp: concat, pad, flip, tril, triu
+void gather_ops(const Op& op, In in, Out out);   // gather.cpp: gather, scatter, assign_strided
 void nn(const Op& op, In in, Out out);           // conv.cpp, pool.cpp, norm.cpp
 
 [[noreturn]] inline void unsupported(const Op& op, DType dtype) {

@@ -1,8 +1,165 @@
-// CPU kernels: linalg family (placeholder until implemented).
+// CPU kernels for linear algebra: batched matrix multiplication through OpenBLAS (float types)
+// or plain loops (integers).
+#include <cblas.h>
+
+#include <cstring>
+#include <optional>
+#include <vector>
+
 #include "cpu/kernels.h"
+#include "cpu/loops.h"
 
 namespace crisp::cpu {
 
-void linalg(const Op& op, In in, Out) { unsupported(op, in.empty() ? DType::f32 : in[0].dtype); }
+namespace {
+
+// How BLAS can read a rows x cols matrix with strides (rs, cs) without a copy.
+struct GemmLayout {
+  CBLAS_TRANSPOSE trans;
+  int64_t ld;
+};
+
+std::optional<GemmLayout> gemm_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  // A size-1 dimension's stride is never used; pick the one that makes the layout valid.
+  if (cs == 1 || cols == 1) {
+    const int64_t ld = rows == 1 ? std::max<int64_t>(cols, 1) : rs;
+    if (ld >= std::max<int64_t>(cols, 1)) return GemmLayout{CblasNoTrans, ld};
+  }
+  if (rs == 1 || rows == 1) {
+    const int64_t ld = cols == 1 ? std::max<int64_t>(rows, 1) : cs;
+    if (ld >= std::max<int64_t>(rows, 1)) return GemmLayout{CblasTrans, ld};
+  }
+  return std::nullopt;
+}
+
+int64_t offset_of(int64_t i, const Array& a, size_t dims) {
+  int64_t off = 0;
+  for (size_t d = dims; d-- > 0;) {
+    off += (i % a.shape[d]) * a.strides[d];
+    i /= a.shape[d];
+  }
+  return off;
+}
+
+// One matrix of a batch as BLAS sees it: a pointer and a layout, copied to a contiguous
+// (converted) buffer when the strides or element type need it.
+template <class S, class T>
+const S* as_gemm(const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                 std::vector<S>& buf, GemmLayout& layout) {
+  if constexpr (std::is_same_v<S, T>) {
+    if (auto l = gemm_layout(rows, cols, rs, cs)) {
+      layout = *l;
+      return p;
+    }
+  }
+  buf.resize(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      buf[static_cast<size_t>(i * cols + j)] =
+          static_cast<S>(static_cast<compute_t<T>>(p[i * rs + j * cs]));
+  layout = {CblasNoTrans, std::max<int64_t>(cols, 1)};
+  return buf.data();
+}
+
+void gemm(const GemmLayout& la, const GemmLayout& lb, int64_t m, int64_t n, int64_t k,
+          const float* a, const float* b, float* c) {
+  cblas_sgemm(CblasRowMajor, la.trans, lb.trans, static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(la.ld), b,
+              static_cast<blasint>(lb.ld), 0.0f, c, static_cast<blasint>(std::max<int64_t>(n, 1)));
+}
+void gemm(const GemmLayout& la, const GemmLayout& lb, int64_t m, int64_t n, int64_t k,
+          const double* a, const double* b, double* c) {
+  cblas_dgemm(CblasRowMajor, la.trans, lb.trans, static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), 1.0, a, static_cast<blasint>(la.ld), b,
+              static_cast<blasint>(lb.ld), 0.0, c, static_cast<blasint>(std::max<int64_t>(n, 1)));
+}
+
+// S is the type BLAS computes in (float for the 16-bit types).
+template <class T, class S>
+void matmul_blas(const Array& a, const Array& b, const Array& out) {
+  const size_t nb = a.shape.size() - 2;
+  const int64_t m = a.shape[nb], k = a.shape[nb + 1], n = b.shape[nb + 1];
+  const int64_t batch = numel_of(Shape(out.shape.begin(), out.shape.begin() + nb));
+  const int64_t ars = a.strides[nb], acs = a.strides[nb + 1];
+  const int64_t brs = b.strides[nb], bcs = b.strides[nb + 1];
+  T* o = out.data<T>();
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  auto one = [&](int64_t i) {
+    T* c = o + i * m * n;
+    if (k == 0) {
+      for (int64_t j = 0; j < m * n; ++j) c[j] = T(0.0f);
+      return;
+    }
+    std::vector<S> abuf, bbuf, cbuf;
+    GemmLayout la, lb;
+    const S* ma = as_gemm<S>(pa + offset_of(i, a, nb), m, k, ars, acs, abuf, la);
+    const S* mb = as_gemm<S>(pb + offset_of(i, b, nb), k, n, brs, bcs, bbuf, lb);
+    if constexpr (std::is_same_v<S, T>) {
+      gemm(la, lb, m, n, k, ma, mb, c);
+    } else {
+      cbuf.resize(static_cast<size_t>(m * n));
+      gemm(la, lb, m, n, k, ma, mb, cbuf.data());
+      for (int64_t j = 0; j < m * n; ++j) c[j] = T(cbuf[static_cast<size_t>(j)]);
+    }
+  };
+  if (m == 0 || n == 0) return;
+  // BLAS threads each product itself; many small products go faster one per thread.
+  if (batch > 1 && m * n * k <= (int64_t{1} << 18)) {
+    parallel_for(batch, batch * m * n * k / 8, [&](int64_t b0, int64_t e) {
+      for (int64_t i = b0; i < e; ++i) one(i);
+    });
+  } else {
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  }
+}
+
+template <class T>
+void matmul_loops(const Array& a, const Array& b, const Array& out) {
+  const size_t nb = a.shape.size() - 2;
+  const int64_t m = a.shape[nb], k = a.shape[nb + 1], n = b.shape[nb + 1];
+  const int64_t batch = numel_of(Shape(out.shape.begin(), out.shape.begin() + nb));
+  const int64_t ars = a.strides[nb], acs = a.strides[nb + 1];
+  const int64_t brs = b.strides[nb], bcs = b.strides[nb + 1];
+  T* o = out.data<T>();
+  parallel_for(batch * m, batch * m * n * std::max<int64_t>(k, 1), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r / m, row = r % m;
+      const T* pa = a.data<T>() + offset_of(i, a, nb) + row * ars;
+      const T* pb = b.data<T>() + offset_of(i, b, nb);
+      T* c = o + r * n;
+      for (int64_t j = 0; j < n; ++j) c[j] = T(0);
+      for (int64_t p = 0; p < k; ++p) {
+        const T av = pa[p * acs];
+        for (int64_t j = 0; j < n; ++j) c[j] = static_cast<T>(c[j] + av * pb[p * brs + j * bcs]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void linalg(const Op& op, In in, Out out) {
+  if (op.kind != OpKind::matmul) unsupported(op, in[0].dtype);
+  const Array &a = in[0], &b = in[1], &o = out[0];
+  switch (a.dtype) {
+    case DType::f32:
+      return matmul_blas<float, float>(a, b, o);
+    case DType::f64:
+      return matmul_blas<double, double>(a, b, o);
+    case DType::f16:
+      return matmul_blas<Half, float>(a, b, o);
+    case DType::bf16:
+      return matmul_blas<BFloat16, float>(a, b, o);
+    case DType::u8:
+      return matmul_loops<uint8_t>(a, b, o);
+    case DType::i32:
+      return matmul_loops<int32_t>(a, b, o);
+    case DType::i64:
+      return matmul_loops<int64_t>(a, b, o);
+    default:
+      unsupported(op, a.dtype);
+  }
+}
 
 }  // namespace crisp::cpu

@@ -1,0 +1,94 @@
+// Helpers shared by the CPU nn kernels: dense compute-type copies of strided inputs, typed
+// output buffers, and the per-file entry points the nn router calls.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/loops.h"
+
+namespace crisp::cpu {
+
+void conv_family(const Op& op, In in, Out out);  // conv.cpp
+void pool_family(const Op& op, In in, Out out);  // pool.cpp
+void norm_family(const Op& op, In in, Out out);  // norm.cpp
+void loss_family(const Op& op, In in, Out out);  // loss.cpp: nll_loss, embedding
+
+// An Array over borrowed host memory (never freed through a backend).
+inline Array borrowed(void* data, const Shape& shape, DType dtype) {
+  Array a;
+  a.storage = std::make_shared<Storage>(data, 0, nullptr);
+  a.shape = shape;
+  a.strides = contiguous_strides(shape);
+  a.dtype = dtype;
+  return a;
+}
+
+template <class C>
+constexpr DType compute_dtype = std::is_same_v<C, double> ? DType::f64 : DType::f32;
+
+// The elements of `a` as a contiguous array of C (float or double): a pointer into `a` itself
+// when it already is one, else a converted copy.
+template <class C>
+class Dense {
+ public:
+  explicit Dense(const Array& a) {
+    if (a.dtype == compute_dtype<C> && a.is_contiguous()) {
+      ptr_ = a.data<C>();
+      return;
+    }
+    copy_.resize(static_cast<size_t>(a.numel()));
+    Array dst = borrowed(copy_.data(), a.shape, compute_dtype<C>);
+    elementwise(Op{OpKind::copy}, std::span<const Array>(&a, 1), std::span<Array>(&dst, 1));
+    ptr_ = copy_.data();
+  }
+  const C* data() const { return ptr_; }
+  const C& operator[](int64_t i) const { return ptr_[i]; }
+
+ private:
+  const C* ptr_ = nullptr;
+  std::vector<C> copy_;
+};
+
+// Where a kernel writes an output of compute type C: the output itself when its dtype is C,
+// else a buffer converted into it by finish().
+template <class C>
+class Result {
+ public:
+  explicit Result(Array& a) : out_(&a) {
+    if (a.dtype == compute_dtype<C>) {
+      ptr_ = a.data<C>();
+    } else {
+      buf_.resize(static_cast<size_t>(a.numel()));
+      ptr_ = buf_.data();
+    }
+  }
+  C* data() const { return ptr_; }
+  C& operator[](int64_t i) const { return ptr_[i]; }
+  void finish() {
+    if (buf_.empty()) return;
+    Array src = borrowed(buf_.data(), out_->shape, compute_dtype<C>);
+    elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(out_, 1));
+  }
+
+ private:
+  Array* out_;
+  C* ptr_ = nullptr;
+  std::vector<C> buf_;
+};
+
+// Runs f.template operator()<C>() with C = double for f64 data, float for the other floats.
+template <class F>
+void with_compute_type(const Op& op, DType dtype, F&& f) {
+  if (dtype == DType::f64) return f.template operator()<double>();
+  if (dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16)
+    return f.template operator()<float>();
+  unsupported(op, dtype);
+}
+
+}  // namespace crisp::cpu

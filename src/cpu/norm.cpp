@@ -1,0 +1,274 @@
+// CPU normalization kernels: one fused row-normalizer (layer, RMS and group norm are rows of a
+// [R, L] matrix with per-element affine parameters) and the per-channel batch norm.
+#include <omp.h>
+#include <cmath>
+
+#include "cpu/nn_util.h"
+
+namespace crisp::cpu {
+
+namespace {
+
+// Normalizes each row of x [R, L]: (x - mean) * rstd (mean = 0 unless center), then
+// * w[chan(r, i)] + b[chan(r, i)] where given.
+template <class C, class Chan>
+void rows_forward(const C* x, int64_t R, int64_t L, bool center, double eps, const C* w, const C* b,
+                  Chan chan, C* y, C* mean_out, C* rstd_out) {
+  parallel_for(R, R * L * 3, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const C* xr = x + r * L;
+      double mean = 0;
+      if (center) {
+        for (int64_t i = 0; i < L; ++i) mean += xr[i];
+        mean /= static_cast<double>(std::max<int64_t>(L, 1));
+      }
+      double var = 0;
+      for (int64_t i = 0; i < L; ++i) {
+        const double d = xr[i] - mean;
+        var += d * d;
+      }
+      var /= static_cast<double>(std::max<int64_t>(L, 1));
+      const double rstd = 1 / std::sqrt(var + eps);
+      const C m = static_cast<C>(mean), s = static_cast<C>(rstd);
+      C* yr = y + r * L;
+      for (int64_t i = 0; i < L; ++i) {
+        C v = (xr[i] - m) * s;
+        if (w) v *= w[chan(r, i)];
+        if (b) v += b[chan(r, i)];
+        yr[i] = v;
+      }
+      if (mean_out) mean_out[r] = m;
+      rstd_out[r] = s;
+    }
+  });
+}
+
+// The gradient of rows_forward: dx per row, and dw, db (length A) summed over rows through
+// per-thread partial sums.
+template <class C, class Chan>
+void rows_backward(const C* g, const C* x, const C* mean, const C* rstd, int64_t R, int64_t L,
+                   bool center, const C* w, int64_t A, Chan chan, C* dx, C* dw, C* db) {
+  const int threads = omp_get_max_threads();
+  std::vector<double> partial(static_cast<size_t>(threads) * 2 * static_cast<size_t>(A), 0.0);
+  parallel_for(R, R * L * 4, [&](int64_t r0, int64_t r1) {
+    double* pw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * A;
+    double* pb = pw + A;
+    for (int64_t r = r0; r < r1; ++r) {
+      const C* gr = g + r * L;
+      const C* xr = x + r * L;
+      const double m = center ? static_cast<double>(mean[r]) : 0.0, s = rstd[r];
+      double sum_gw = 0, sum_gwx = 0;
+      for (int64_t i = 0; i < L; ++i) {
+        const double xhat = (xr[i] - m) * s;
+        const double gw = w ? gr[i] * static_cast<double>(w[chan(r, i)]) : gr[i];
+        sum_gw += gw;
+        sum_gwx += gw * xhat;
+        if (dw || db) {
+          const int64_t c = chan(r, i);
+          pw[c] += gr[i] * xhat;
+          pb[c] += gr[i];
+        }
+      }
+      const double a = center ? sum_gw / static_cast<double>(L) : 0.0;
+      const double bb = sum_gwx / static_cast<double>(L);
+      C* dr = dx + r * L;
+      for (int64_t i = 0; i < L; ++i) {
+        const double xhat = (xr[i] - m) * s;
+        const double gw = w ? gr[i] * static_cast<double>(w[chan(r, i)]) : gr[i];
+        dr[i] = static_cast<C>(s * (gw - a - xhat * bb));
+      }
+    }
+  });
+  for (int64_t c = 0; c < A; ++c) {
+    double sw = 0, sb = 0;
+    for (int t = 0; t < threads; ++t) {
+      sw += partial[static_cast<size_t>(t) * 2 * A + c];
+      sb += partial[static_cast<size_t>(t) * 2 * A + A + c];
+    }
+    if (dw) dw[c] = static_cast<C>(sw);
+    if (db) db[c] = static_cast<C>(sb);
+  }
+}
+
+// Per-channel statistics of x [N, C, S] over N and S: mean and biased variance.
+template <class C>
+void batch_stats(const Array& xa, Array& mean_a, Array& var_a) {
+  Dense<C> x(xa);
+  Result<C> mean(mean_a), var(var_a);
+  const int64_t N = xa.shape[0], Ch = xa.shape[1], S = xa.shape[2];
+  parallel_for(Ch, N * Ch * S * 2, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double sum = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < S; ++i) sum += x[(n * Ch + c) * S + i];
+      const double m = sum / static_cast<double>(N * S);
+      double sq = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < S; ++i) {
+          const double d = x[(n * Ch + c) * S + i] - m;
+          sq += d * d;
+        }
+      mean[c] = static_cast<C>(m);
+      var[c] = static_cast<C>(sq / static_cast<double>(N * S));
+    }
+  });
+  mean.finish();
+  var.finish();
+}
+
+template <class C>
+void batch_norm_forward(const Op& op, In in, Array& ya) {
+  Dense<C> x(in[0]), mean(in[1]), var(in[2]);
+  const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
+  std::optional<Dense<C>> w, b;
+  if (has_w) w.emplace(in[3]);
+  if (has_b) b.emplace(in[3 + has_w]);
+  Result<C> y(ya);
+  const double eps = op.reals[0];
+  const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
+  parallel_for(N * Ch, N * Ch * S, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c = p % Ch;
+      const double s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
+      const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
+      const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
+                                     static_cast<double>(mean[c]) * scale);
+      for (int64_t i = 0; i < S; ++i) y[p * S + i] = x[p * S + i] * scale + shift;
+    }
+  });
+  y.finish();
+}
+
+// dx, dw, db of batch norm; training: also through the batch mean and variance.
+template <class C>
+void batch_norm_backward(const Op& op, In in, Out out) {
+  Dense<C> g(in[0]), x(in[1]), mean(in[2]), var(in[3]);
+  const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
+  std::optional<Dense<C>> w;
+  if (has_w) w.emplace(in[4]);
+  const double eps = op.reals[0];
+  Result<C> dx(out[0]), dw(out[1]), db(out[2]);
+  const int64_t N = in[1].shape[0], Ch = in[1].shape[1], S = in[1].shape[2];
+  const double M = static_cast<double>(N * S);
+  parallel_for(Ch, N * Ch * S * 3, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const double m = mean[c], s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
+      double sg = 0, sgx = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < S; ++i) {
+          const int64_t j = (n * Ch + c) * S + i;
+          sg += g[j];
+          sgx += g[j] * ((x[j] - m) * s);
+        }
+      dw[c] = static_cast<C>(sgx);
+      db[c] = static_cast<C>(sg);
+      const double wc = w ? static_cast<double>((*w)[c]) : 1.0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < S; ++i) {
+          const int64_t j = (n * Ch + c) * S + i;
+          double v = g[j];
+          if (training) v -= sg / M + (x[j] - m) * s * sgx / M;
+          dx[j] = static_cast<C>(wc * s * v);
+        }
+    }
+  });
+  dx.finish();
+  dw.finish();
+  db.finish();
+}
+
+template <class C>
+void norm_kernel(const Op& op, In in, Out out) {
+  switch (op.kind) {
+    case OpKind::layer_norm:
+    case OpKind::rms_norm:
+    case OpKind::group_norm: {
+      const bool group = op.kind == OpKind::group_norm, center = op.kind != OpKind::rms_norm;
+      const int64_t G = group ? op.ints[0] : 1;
+      const bool has_w = op.ints[group ? 1 : 0] != 0;
+      const bool has_b = op.kind != OpKind::rms_norm && op.ints[group ? 2 : 1] != 0;
+      Dense<C> x(in[0]);
+      std::optional<Dense<C>> w, b;
+      if (has_w) w.emplace(in[1]);
+      if (has_b) b.emplace(in[1 + has_w]);
+      Result<C> y(out[0]);
+      std::optional<Result<C>> mean;
+      if (center) mean.emplace(out[1]);
+      Result<C> rstd(out[center ? 2 : 1]);
+      const C* wp = w ? w->data() : nullptr;
+      const C* bp = b ? b->data() : nullptr;
+      if (group) {
+        const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
+        const int64_t Cg = Ch / G, L = Cg * S;
+        rows_forward<C>(
+            x.data(), N * G, L, true, op.reals[0], wp, bp,
+            [=](int64_t r, int64_t i) { return (r % G) * Cg + i / S; }, y.data(), mean->data(),
+            rstd.data());
+      } else {
+        const int64_t L = in[0].shape[1];
+        rows_forward<C>(
+            x.data(), in[0].shape[0], L, center, op.reals[0], wp, bp,
+            [](int64_t, int64_t i) { return i; }, y.data(), mean ? mean->data() : nullptr,
+            rstd.data());
+      }
+      y.finish();
+      if (mean) mean->finish();
+      return rstd.finish();
+    }
+    case OpKind::layer_norm_backward:
+    case OpKind::rms_norm_backward:
+    case OpKind::group_norm_backward: {
+      // inputs: grad, x, [mean,] rstd[, w]; outputs: dx[, dw[, db]]
+      const bool group = op.kind == OpKind::group_norm_backward;
+      const bool center = op.kind != OpKind::rms_norm_backward;
+      const int64_t G = group ? op.ints[0] : 1;
+      const bool has_w = op.ints[group ? 1 : 0] != 0;
+      Dense<C> g(in[0]), x(in[1]);
+      std::optional<Dense<C>> mean;
+      if (center) mean.emplace(in[2]);
+      Dense<C> rstd(in[center ? 3 : 2]);
+      std::optional<Dense<C>> w;
+      if (has_w) w.emplace(in[center ? 4 : 3]);
+      Result<C> dx(out[0]);
+      std::optional<Result<C>> dw, db;
+      if (out.size() > 1) dw.emplace(out[1]);
+      if (out.size() > 2) db.emplace(out[2]);
+      const C* wp = w ? w->data() : nullptr;
+      const C* mp = mean ? mean->data() : nullptr;
+      C* dwp = dw ? dw->data() : nullptr;
+      C* dbp = db ? db->data() : nullptr;
+      if (group) {
+        const int64_t N = in[1].shape[0], Ch = in[1].shape[1], S = in[1].shape[2];
+        const int64_t Cg = Ch / G;
+        rows_backward<C>(
+            g.data(), x.data(), mp, rstd.data(), N * G, Cg * S, true, wp, Ch,
+            [=](int64_t r, int64_t i) { return (r % G) * Cg + i / S; }, dx.data(), dwp, dbp);
+      } else {
+        const int64_t L = in[1].shape[1];
+        rows_backward<C>(
+            g.data(), x.data(), mp, rstd.data(), in[1].shape[0], L, center, wp, L,
+            [](int64_t, int64_t i) { return i; }, dx.data(), dwp, dbp);
+      }
+      dx.finish();
+      if (dw) dw->finish();
+      if (db) db->finish();
+      return;
+    }
+    case OpKind::batch_norm_stats:
+      return batch_stats<C>(in[0], out[0], out[1]);
+    case OpKind::batch_norm:
+      return batch_norm_forward<C>(op, in, out[0]);
+    case OpKind::batch_norm_backward:
+      return batch_norm_backward<C>(op, in, out);
+    default:
+      unsupported(op, in[0].dtype);
+  }
+}
+
+}  // namespace
+
+void norm_family(const Op& op, In in, Out out) {
+  with_compute_type(op, in[0].dtype, [&]<class C>() { norm_kernel<C>(op, in, out); });
+}
+
+}  // namespace crisp::cpu

@@ -1,0 +1,198 @@
+// CPU pooling kernels: max pooling (with the argmax indices its gradient scatters through) and
+// average pooling, over 1-, 2- or 3-d windows seen as 3-d.
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <limits>
+
+#include "cpu/nn_util.h"
+
+namespace crisp::cpu {
+
+namespace {
+
+struct PoolGeom {
+  int64_t planes = 0;  // N * C
+  std::array<int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, k{1, 1, 1}, s{1, 1, 1}, p{0, 0, 0}, d{1, 1, 1};
+  int64_t S = 1, P = 1;
+  bool count_include_pad = true;
+};
+
+// x_shape and y_shape are [N, C, *spatial]; ints as op_kinds.inc describes.
+PoolGeom pool_geometry(const Op& op, const Shape& x_shape, const Shape& y_shape) {
+  PoolGeom g;
+  const int64_t nd = op.ints[0];
+  const bool is_max = op.kind == OpKind::max_pool || op.kind == OpKind::max_pool_backward;
+  g.planes = x_shape[0] * x_shape[1];
+  for (int64_t i = 0; i < nd; ++i) {
+    const size_t j = static_cast<size_t>(3 - nd + i);
+    g.in[j] = x_shape[2 + i];
+    g.out[j] = y_shape[2 + i];
+    g.k[j] = op.ints[1 + i];
+    g.s[j] = op.ints[1 + nd + i];
+    g.p[j] = op.ints[1 + 2 * nd + i];
+    if (is_max) g.d[j] = op.ints[1 + 3 * nd + i];
+  }
+  if (!is_max) g.count_include_pad = op.ints[1 + 3 * nd] != 0;
+  g.S = g.in[0] * g.in[1] * g.in[2];
+  g.P = g.out[0] * g.out[1] * g.out[2];
+  return g;
+}
+
+// Calls f(out_index, window) for each output of a plane; window(visit) calls visit(in_index)
+// for each in-bounds input position of the window.
+template <class F>
+void each_window(const PoolGeom& g, F&& f) {
+  for (int64_t a = 0; a < g.out[0]; ++a)
+    for (int64_t b = 0; b < g.out[1]; ++b)
+      for (int64_t c = 0; c < g.out[2]; ++c) {
+        const int64_t a0 = a * g.s[0] - g.p[0], b0 = b * g.s[1] - g.p[1], c0 = c * g.s[2] - g.p[2];
+        auto window = [&](auto&& visit) {
+          for (int64_t i = 0; i < g.k[0]; ++i) {
+            const int64_t ia = a0 + i * g.d[0];
+            if (ia < 0 || ia >= g.in[0]) continue;
+            for (int64_t j = 0; j < g.k[1]; ++j) {
+              const int64_t ib = b0 + j * g.d[1];
+              if (ib < 0 || ib >= g.in[1]) continue;
+              for (int64_t l = 0; l < g.k[2]; ++l) {
+                const int64_t ic = c0 + l * g.d[2];
+                if (ic < 0 || ic >= g.in[2]) continue;
+                visit((ia * g.in[1] + ib) * g.in[2] + ic);
+              }
+            }
+          }
+        };
+        f((a * g.out[1] + b) * g.out[2] + c, window, std::array<int64_t, 3>{a0, b0, c0});
+      }
+}
+
+template <class C>
+void max_pool(const PoolGeom& g, const Array& xa, Array& ya, Array& ia) {
+  Dense<C> x(xa);
+  Result<C> y(ya);
+  int64_t* idx = ia.data<int64_t>();
+  parallel_for(g.planes, g.planes * g.P * g.k[0] * g.k[1] * g.k[2], [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      const C* xp = x.data() + pl * g.S;
+      each_window(g, [&](int64_t o, auto&& window, auto) {
+        C best = -std::numeric_limits<C>::infinity();
+        int64_t at = -1;
+        window([&](int64_t i) {
+          const C v = xp[i];
+          // NaN wins, as in PyTorch; ties keep the first.
+          if (at < 0 || v > best || (std::isnan(v) && !std::isnan(best))) {
+            best = v;
+            at = i;
+          }
+        });
+        y[pl * g.P + o] = best;
+        idx[pl * g.P + o] = at;
+      });
+    }
+  });
+  y.finish();
+}
+
+template <class C>
+void max_pool_backward(const PoolGeom& g, const Array& ga, const Array& ia, Array& dxa) {
+  Dense<C> gy(ga);
+  const Array idx_c = ia;  // indices come from max_pool: contiguous unless a view was taken
+  std::vector<int64_t> idx_copy;
+  const int64_t* idx = nullptr;
+  if (ia.is_contiguous()) {
+    idx = ia.data<int64_t>();
+  } else {
+    idx_copy.resize(static_cast<size_t>(ia.numel()));
+    Array dst = borrowed(idx_copy.data(), ia.shape, DType::i64);
+    elementwise(Op{OpKind::copy}, std::span<const Array>(&idx_c, 1), std::span<Array>(&dst, 1));
+    idx = idx_copy.data();
+  }
+  Result<C> dx(dxa);
+  std::atomic<int64_t> bad{-1};  // exceptions must not leave a parallel region
+  parallel_for(g.planes, g.planes * (g.P + g.S), [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      C* d = dx.data() + pl * g.S;
+      std::fill_n(d, g.S, C(0));
+      for (int64_t o = 0; o < g.P; ++o) {
+        const int64_t i = idx[pl * g.P + o];
+        if (i < 0 || i >= g.S) {
+          bad = i;
+          continue;
+        }
+        d[i] += gy[pl * g.P + o];
+      }
+    }
+  });
+  if (bad.load() != -1) fail("max_pool index ", bad.load(), " is out of range [0, ", g.S, ")");
+  dx.finish();
+}
+
+// The divisor of a window: its size clipped to the padded input, or to the input itself.
+inline int64_t avg_divisor(const PoolGeom& g, const std::array<int64_t, 3>& start) {
+  int64_t padded = 1, inside = 1;
+  for (size_t j = 0; j < 3; ++j) {
+    const int64_t lo = start[j], hi = std::min(start[j] + g.k[j], g.in[j] + g.p[j]);
+    padded *= hi - lo;
+    inside *= std::min(hi, g.in[j]) - std::max<int64_t>(lo, 0);
+  }
+  return g.count_include_pad ? padded : inside;
+}
+
+template <class C>
+void avg_pool(const PoolGeom& g, const Array& xa, Array& ya) {
+  Dense<C> x(xa);
+  Result<C> y(ya);
+  parallel_for(g.planes, g.planes * g.P * g.k[0] * g.k[1] * g.k[2], [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      const C* xp = x.data() + pl * g.S;
+      each_window(g, [&](int64_t o, auto&& window, const std::array<int64_t, 3>& start) {
+        C acc = 0;
+        window([&](int64_t i) { acc += xp[i]; });
+        const int64_t div = avg_divisor(g, start);
+        y[pl * g.P + o] = div > 0 ? acc / static_cast<C>(div) : C(0);
+      });
+    }
+  });
+  y.finish();
+}
+
+template <class C>
+void avg_pool_backward(const PoolGeom& g, const Array& ga, Array& dxa) {
+  Dense<C> gy(ga);
+  Result<C> dx(dxa);
+  parallel_for(g.planes, g.planes * g.P * g.k[0] * g.k[1] * g.k[2], [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      C* d = dx.data() + pl * g.S;
+      std::fill_n(d, g.S, C(0));
+      each_window(g, [&](int64_t o, auto&& window, const std::array<int64_t, 3>& start) {
+        const int64_t div = avg_divisor(g, start);
+        if (div <= 0) return;
+        const C v = gy[pl * g.P + o] / static_cast<C>(div);
+        window([&](int64_t i) { d[i] += v; });
+      });
+    }
+  });
+  dx.finish();
+}
+
+}  // namespace
+
+void pool_family(const Op& op, In in, Out out) {
+  with_compute_type(op, in[0].dtype, [&]<class C>() {
+    switch (op.kind) {
+      case OpKind::max_pool:
+        return max_pool<C>(pool_geometry(op, in[0].shape, out[0].shape), in[0], out[0], out[1]);
+      case OpKind::max_pool_backward:
+        return max_pool_backward<C>(pool_geometry(op, out[0].shape, in[0].shape), in[0], in[1],
+                                    out[0]);
+      case OpKind::avg_pool:
+        return avg_pool<C>(pool_geometry(op, in[0].shape, out[0].shape), in[0], out[0]);
+      case OpKind::avg_pool_backward:
+        return avg_pool_backward<C>(pool_geometry(op, out[0].shape, in[0].shape), in[0], out[0]);
+      default:
+        unsupported(op, in[0].dtype);
+    }
+  });
+}
+
+}  // namespace crisp::cpu
