@@ -12,8 +12,13 @@ build = sys.argv[1] if len(sys.argv) > 1 else "build/release"
 extra = ["--quick"] if "--quick" in sys.argv else []
 here = os.path.dirname(os.path.abspath(__file__))
 
+# Debian's OpenBLAS does not recognise recent Xeons and falls back to generic kernels; crisp
+# picks the right ones itself (src/cpu/gemm.cpp), so the peer gets them too, for fairness.
+env = dict(os.environ)
+if "OPENBLAS_CORETYPE" not in env and " avx512f" in open("/proc/cpuinfo").read():
+    env["OPENBLAS_CORETYPE"] = "SkylakeX"
 crisp = json.loads(subprocess.check_output([os.path.join(build, "bench", "cpu_ops")] + extra))
-peer = json.loads(subprocess.check_output(["/usr/bin/python3", os.path.join(here, "torch_cpu_ops.py")] + extra))
+peer = json.loads(subprocess.check_output(["/usr/bin/python3", os.path.join(here, "torch_cpu_ops.py")] + extra, env=env))
 
 print(f"{'name':28s} {'crisp':>10s} {'peer':>10s} {'ratio':>7s}")
 for key, value in crisp.items():

@@ -11,12 +11,5 @@ echo "== building crisp (Release)"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$(nproc)" --target reference_cnn
 
-# OpenBLAS 0.3.21 (Debian 12) does not recognise some newer AVX-512 Xeons (Sapphire Rapids VMs
-# report a bare "Intel Xeon Processor") and falls back to its generic SSE3 kernels, which makes
-# GEMM ~2x slower; its SkylakeX kernels are right for every AVX-512 CPU.
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  export OPENBLAS_CORETYPE=SkylakeX
-fi
-
 echo "== training the reference CNN on Fashion-MNIST (CPU)"
 ./build/release/examples/reference_cnn "$@"

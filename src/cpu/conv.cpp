@@ -1,16 +1,14 @@
 // CPU convolution kernels: one N-d im2col + GEMM path for 1-, 2- and 3-d convolutions, their
 // input and weight gradients (col2im), which also serve transposed convolution.
-#include <cblas.h>
 
 #include <array>
 #include <optional>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/nn_util.h"
 
 namespace crisp::cpu {
-
-bool blas_tuned();  // blas_tune.cpp
 
 namespace {
 
@@ -46,20 +44,6 @@ Geom geometry(const Op& op, const Shape& x, const Shape& w, const Shape& y) {
   g.pointwise = g.K == 1 && g.S == g.P;
   for (int i = 0; i < 3; ++i) g.pointwise = g.pointwise && g.s[i] == 1 && g.p[i] == 0;
   return g;
-}
-
-template <class C>
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const C* a, int64_t lda, const C* b,
-          int64_t ldb, C beta, C* c, int64_t ldc) {
-  blas_tuned();
-  const auto A = ta ? CblasTrans : CblasNoTrans, B = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<C, float>) {
-    cblas_sgemm(CblasRowMajor, A, B, int(m), int(n), int(k), 1.f, a, int(lda), b, int(ldb), beta, c,
-                int(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, A, B, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), beta, c,
-                int(ldc));
-  }
 }
 
 // The range of output positions o in [0, n) whose input position o*s + off lies in [0, in).
@@ -161,7 +145,7 @@ void conv_forward(const Geom& g, const C* x, const C* w, const C* bias, C* y) {
     C* yt = workspace<C>(1, g.Og * ld);
     for (int64_t gr = 0; gr < g.G; ++gr) {
       im2col_chunk(g, x, col, n0, n1, gr);
-      gemm<C>(false, false, g.Og, ld, CgK, w + gr * g.Og * CgK, CgK, col, ld, C(0), yt, ld);
+      gemm(false, false, g.Og, ld, CgK, C(1), w + gr * g.Og * CgK, CgK, col, ld, C(0), yt, ld);
       // [Og, B, P] -> y[n, gr*Og + o, P], adding the bias on the way.
       parallel_for(B * g.Og, B * g.Og * g.P, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
@@ -199,7 +183,7 @@ void conv_input_grad(const Geom& g, const C* dy, const C* w, const C* bias, C* d
     C* dyt = workspace<C>(1, g.Og * ld);
     for (int64_t gr = 0; gr < g.G; ++gr) {
       gather_grad(g, dy, dyt, n0, n1, gr);
-      gemm<C>(true, false, CgK, ld, g.Og, w + gr * g.Og * CgK, CgK, dyt, ld, C(0), col, ld);
+      gemm(true, false, CgK, ld, g.Og, C(1), w + gr * g.Og * CgK, CgK, dyt, ld, C(0), col, ld);
       parallel_for(B, ld * CgK, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           C* dxg = dx + ((n0 + i) * g.C + gr * g.Cg) * g.S;
@@ -225,8 +209,8 @@ void conv_weight_grad(const Geom& g, const C* x, const C* dy, C* dw) {
     for (int64_t gr = 0; gr < g.G; ++gr) {
       im2col_chunk(g, x, col, n0, n1, gr);
       gather_grad(g, dy, dyt, n0, n1, gr);
-      gemm<C>(false, true, g.Og, CgK, ld, dyt, ld, col, ld, first ? C(0) : C(1),
-              dw + gr * g.Og * CgK, CgK);
+      gemm(false, true, g.Og, CgK, ld, C(1), dyt, ld, col, ld, first ? C(0) : C(1),
+           dw + gr * g.Og * CgK, CgK);
     }
     first = false;
   });

@@ -4,9 +4,11 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <optional>
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "cpu/thread_pool.h"
 
 namespace crisp {
 
@@ -65,6 +67,9 @@ class CpuBackend final : public Backend {
   }
 
   void run(const Op& op, std::span<const Array> in, std::span<Array> out) override {
+    // Only ops big enough to feel denormal slowdowns pay for switching the FPU mode.
+    std::optional<cpu::FlushDenormals> flush;
+    if (!out.empty() && out[0].numel() >= 4096) flush.emplace();
     const OpKind k = op.kind;
     if (k < OpKind::creation_end) return cpu::creation(op, in, out);
     if (k < OpKind::elementwise_end) return cpu::elementwise(op, in, out);

@@ -2,14 +2,13 @@
 // is a plain (vectorizable) loop whenever the operands are contiguous there.
 #pragma once
 
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu/thread_pool.h"
 #include "crisp/backend.h"
 
 namespace crisp::cpu {
@@ -21,18 +20,17 @@ inline constexpr int64_t kParallelGrain = 32768;
 template <class F>
 void parallel_for(int64_t n, int64_t cost, F&& f) {
   if (n <= 0) return;
-  const int threads =
-      std::min<int64_t>(omp_get_max_threads(), std::max<int64_t>(1, cost / kParallelGrain));
-  if (threads <= 1 || n == 1 || omp_in_parallel()) {
+  const int64_t threads =
+      std::min<int64_t>(num_threads(), std::max<int64_t>(1, cost / kParallelGrain));
+  if (threads <= 1 || n == 1 || in_parallel()) {
     f(int64_t{0}, n);
     return;
   }
   const int64_t t = std::min<int64_t>(threads, n);
-#pragma omp parallel for num_threads(t) schedule(static)
-  for (int64_t i = 0; i < t; ++i) {
+  run_parallel(t, [&](int64_t i) {
     const int64_t b = n * i / t, e = n * (i + 1) / t;
     if (b < e) f(b, e);
-  }
+  });
 }
 
 // Shape and per-operand strides with mergeable axes merged and size-1 axes dropped.
@@ -76,8 +74,15 @@ void strided_runs(const Shape& shape, const std::array<const Shape*, sizeof...(T
   const int64_t inner = L.shape[nd - 1];
   int64_t outer = 1;
   for (size_t d = 0; d + 1 < nd; ++d) outer *= L.shape[d];
-  parallel_for(outer, outer * inner, [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; ++o) {
+  // Long runs are cut into pieces so that few runs (a contiguous tensor is one) still spread
+  // over every thread.
+  const int64_t piece = outer >= 64 ? inner : std::min<int64_t>(inner, 1 << 16);
+  const int64_t pieces = (inner + piece - 1) / piece;
+  std::array<int64_t, N> st;
+  for (size_t k = 0; k < N; ++k) st[k] = L.strides[k][nd - 1];
+  parallel_for(outer * pieces, outer * inner, [&](int64_t b, int64_t e) {
+    for (int64_t w = b; w < e; ++w) {
+      const int64_t o = w / pieces, first = (w % pieces) * piece;
       // Offsets of run o, from its multi-index over the outer axes.
       std::array<int64_t, N> off{};
       int64_t rem = o;
@@ -86,10 +91,9 @@ void strided_runs(const Shape& shape, const std::array<const Shape*, sizeof...(T
         rem /= L.shape[d];
         for (size_t k = 0; k < N; ++k) off[k] += i * L.strides[k][d];
       }
-      std::array<int64_t, N> st;
-      for (size_t k = 0; k < N; ++k) st[k] = L.strides[k][nd - 1];
+      for (size_t k = 0; k < N; ++k) off[k] += first * st[k];
       [&]<size_t... K>(std::index_sequence<K...>) {
-        f(std::tuple<T*...>{std::get<K>(base) + off[K]...}, st, inner);
+        f(std::tuple<T*...>{std::get<K>(base) + off[K]...}, st, std::min(piece, inner - first));
       }
       (std::make_index_sequence<N>{});
     }

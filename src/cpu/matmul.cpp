@@ -1,11 +1,10 @@
 // CPU kernels for linear algebra: batched matrix multiplication through OpenBLAS (float types)
 // or plain loops (integers).
-#include <cblas.h>
-
 #include <cstring>
 #include <optional>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
 
@@ -15,7 +14,7 @@ namespace {
 
 // How BLAS can read a rows x cols matrix with strides (rs, cs) without a copy.
 struct GemmLayout {
-  CBLAS_TRANSPOSE trans;
+  bool trans;
   int64_t ld;
 };
 
@@ -23,11 +22,11 @@ std::optional<GemmLayout> gemm_layout(int64_t rows, int64_t cols, int64_t rs, in
   // A size-1 dimension's stride is never used; pick the one that makes the layout valid.
   if (cs == 1 || cols == 1) {
     const int64_t ld = rows == 1 ? std::max<int64_t>(cols, 1) : rs;
-    if (ld >= std::max<int64_t>(cols, 1)) return GemmLayout{CblasNoTrans, ld};
+    if (ld >= std::max<int64_t>(cols, 1)) return GemmLayout{false, ld};
   }
   if (rs == 1 || rows == 1) {
     const int64_t ld = cols == 1 ? std::max<int64_t>(rows, 1) : cs;
-    if (ld >= std::max<int64_t>(rows, 1)) return GemmLayout{CblasTrans, ld};
+    if (ld >= std::max<int64_t>(rows, 1)) return GemmLayout{true, ld};
   }
   return std::nullopt;
 }
@@ -57,21 +56,15 @@ const S* as_gemm(const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
     for (int64_t j = 0; j < cols; ++j)
       buf[static_cast<size_t>(i * cols + j)] =
           static_cast<S>(static_cast<compute_t<T>>(p[i * rs + j * cs]));
-  layout = {CblasNoTrans, std::max<int64_t>(cols, 1)};
+  layout = {false, std::max<int64_t>(cols, 1)};
   return buf.data();
 }
 
-void gemm(const GemmLayout& la, const GemmLayout& lb, int64_t m, int64_t n, int64_t k,
-          const float* a, const float* b, float* c) {
-  cblas_sgemm(CblasRowMajor, la.trans, lb.trans, static_cast<blasint>(m), static_cast<blasint>(n),
-              static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(la.ld), b,
-              static_cast<blasint>(lb.ld), 0.0f, c, static_cast<blasint>(std::max<int64_t>(n, 1)));
-}
-void gemm(const GemmLayout& la, const GemmLayout& lb, int64_t m, int64_t n, int64_t k,
-          const double* a, const double* b, double* c) {
-  cblas_dgemm(CblasRowMajor, la.trans, lb.trans, static_cast<blasint>(m), static_cast<blasint>(n),
-              static_cast<blasint>(k), 1.0, a, static_cast<blasint>(la.ld), b,
-              static_cast<blasint>(lb.ld), 0.0, c, static_cast<blasint>(std::max<int64_t>(n, 1)));
+template <class S>
+void gemm(const GemmLayout& la, const GemmLayout& lb, int64_t m, int64_t n, int64_t k, const S* a,
+          const S* b, S* c) {
+  cpu::gemm(la.trans, lb.trans, m, n, k, S(1), a, la.ld, b, lb.ld, S(0), c,
+            std::max<int64_t>(n, 1));
 }
 
 // S is the type BLAS computes in (float for the 16-bit types).

@@ -1,6 +1,5 @@
 // CPU normalization kernels: one fused row-normalizer (layer, RMS and group norm are rows of a
 // [R, L] matrix with per-element affine parameters) and the per-channel batch norm.
-#include <omp.h>
 #include <cmath>
 
 #include "cpu/nn_util.h"
@@ -48,34 +47,38 @@ void rows_forward(const C* x, int64_t R, int64_t L, bool center, double eps, con
 template <class C, class Chan>
 void rows_backward(const C* g, const C* x, const C* mean, const C* rstd, int64_t R, int64_t L,
                    bool center, const C* w, int64_t A, Chan chan, C* dx, C* dw, C* db) {
-  const int threads = omp_get_max_threads();
+  const int threads = num_threads();
   std::vector<double> partial(static_cast<size_t>(threads) * 2 * static_cast<size_t>(A), 0.0);
-  parallel_for(R, R * L * 4, [&](int64_t r0, int64_t r1) {
-    double* pw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * A;
-    double* pb = pw + A;
-    for (int64_t r = r0; r < r1; ++r) {
-      const C* gr = g + r * L;
-      const C* xr = x + r * L;
-      const double m = center ? static_cast<double>(mean[r]) : 0.0, s = rstd[r];
-      double sum_gw = 0, sum_gwx = 0;
-      for (int64_t i = 0; i < L; ++i) {
-        const double xhat = (xr[i] - m) * s;
-        const double gw = w ? gr[i] * static_cast<double>(w[chan(r, i)]) : gr[i];
-        sum_gw += gw;
-        sum_gwx += gw * xhat;
-        if (dw || db) {
-          const int64_t c = chan(r, i);
-          pw[c] += gr[i] * xhat;
-          pb[c] += gr[i];
+  // One slot of partial sums per block of rows, whichever thread runs it.
+  parallel_for(threads, R * L * 4, [&](int64_t s0, int64_t s1) {
+    for (int64_t slot = s0; slot < s1; ++slot) {
+      double* pw = partial.data() + static_cast<size_t>(slot) * 2 * static_cast<size_t>(A);
+      double* pb = pw + A;
+      const int64_t r0 = R * slot / threads, r1 = R * (slot + 1) / threads;
+      for (int64_t r = r0; r < r1; ++r) {
+        const C* gr = g + r * L;
+        const C* xr = x + r * L;
+        const double m = center ? static_cast<double>(mean[r]) : 0.0, s = rstd[r];
+        double sum_gw = 0, sum_gwx = 0;
+        for (int64_t i = 0; i < L; ++i) {
+          const double xhat = (xr[i] - m) * s;
+          const double gw = w ? gr[i] * static_cast<double>(w[chan(r, i)]) : gr[i];
+          sum_gw += gw;
+          sum_gwx += gw * xhat;
+          if (dw || db) {
+            const int64_t c = chan(r, i);
+            pw[c] += gr[i] * xhat;
+            pb[c] += gr[i];
+          }
         }
-      }
-      const double a = center ? sum_gw / static_cast<double>(L) : 0.0;
-      const double bb = sum_gwx / static_cast<double>(L);
-      C* dr = dx + r * L;
-      for (int64_t i = 0; i < L; ++i) {
-        const double xhat = (xr[i] - m) * s;
-        const double gw = w ? gr[i] * static_cast<double>(w[chan(r, i)]) : gr[i];
-        dr[i] = static_cast<C>(s * (gw - a - xhat * bb));
+        const double a = center ? sum_gw / static_cast<double>(L) : 0.0;
+        const double bb = sum_gwx / static_cast<double>(L);
+        C* dr = dx + r * L;
+        for (int64_t i = 0; i < L; ++i) {
+          const double xhat = (xr[i] - m) * s;
+          const double gw = w ? gr[i] * static_cast<double>(w[chan(r, i)]) : gr[i];
+          dr[i] = static_cast<C>(s * (gw - a - xhat * bb));
+        }
       }
     }
   });

@@ -241,7 +241,7 @@ void run_reducer(const R& r, const Array& x, const Array& out, const std::vector
   const T* in = x.data<T>();
   O* o = out.data<O>();
   if (p.n_out == 0) return;
-  const int threads = omp_get_max_threads();
+  const int threads = num_threads();
   const bool outer = !p.keep.empty() && p.keep_strides.back() == 1 && p.red_strides.back() != 1 &&
                      p.keep.back() >= 8;
   if (outer) {

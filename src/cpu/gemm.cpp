@@ -1,0 +1,94 @@
+// GEMM through OpenBLAS: kernel selection, threading, and the gemm() entry point.
+//
+// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not know recent Xeon models (as this project's
+// build machine reports them) and falls back to its "Prescott" SSE3 kernels, which run GEMM
+// about 4.5x slower than the AVX-512 ones the CPU supports. OpenBLAS reads OPENBLAS_CORETYPE
+// only when it loads, so we set it and re-run its selection: at static-initialization time,
+// before any thread can be inside BLAS. A user's own OPENBLAS_CORETYPE is left alone.
+#include <cblas.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/gemm.h"
+#include "cpu/loops.h"
+
+extern "C" {
+void gotoblas_dynamic_init(void);
+void gotoblas_dynamic_quit(void);
+}
+
+namespace crisp::cpu {
+
+namespace {
+
+bool retune_blas() {
+  if (std::getenv("OPENBLAS_CORETYPE")) return false;
+  const char* core = openblas_get_corename();
+  if (!core || std::strcmp(core, "Prescott") != 0) return false;
+  __builtin_cpu_init();
+  const char* better = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                       : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                         : nullptr;
+  if (!better) return false;
+  setenv("OPENBLAS_CORETYPE", better, 0);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+  unsetenv("OPENBLAS_CORETYPE");
+  return true;
+}
+
+const bool retuned = retune_blas();
+
+// Splits C into row (or column) blocks, one per thread, each a single-threaded BLAS call.
+template <class T, class Blas>
+void parallel_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                   const T* b, int64_t ldb, T* c, int64_t ldc, Blas blas) {
+  static const bool single = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)single;
+  if (m == 0 || n == 0) return;
+  const int64_t flops = m * n * std::max<int64_t>(k, 1);
+  const bool by_rows = m >= n;
+  const int64_t extent = by_rows ? m : n;
+  // Blocks of at least 16 rows/columns keep each BLAS call efficient.
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), extent / 16));
+  parallel_for(blocks, blocks > 1 ? flops / 4 : 0, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0; i < b1; ++i) {
+      const int64_t lo = extent * i / blocks, hi = extent * (i + 1) / blocks;
+      if (by_rows) {
+        const T* ai = ta ? a + lo : a + lo * lda;
+        blas(hi - lo, n, ai, b, c + lo * ldc);
+      } else {
+        const T* bi = tb ? b + lo * ldb : b + lo;
+        blas(m, hi - lo, a, bi, c + lo);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  parallel_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
+                [&](int64_t mm, int64_t nn, const float* aa, const float* bb, float* cc) {
+                  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                              tb ? CblasTrans : CblasNoTrans, blasint(mm), blasint(nn), blasint(k),
+                              alpha, aa, blasint(lda), bb, blasint(ldb), beta, cc, blasint(ldc));
+                });
+}
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  parallel_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
+                [&](int64_t mm, int64_t nn, const double* aa, const double* bb, double* cc) {
+                  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                              tb ? CblasTrans : CblasNoTrans, blasint(mm), blasint(nn), blasint(k),
+                              alpha, aa, blasint(lda), bb, blasint(ldb), beta, cc, blasint(ldc));
+                });
+}
+
+}  // namespace crisp::cpu

@@ -1,0 +1,32 @@
+// The CPU backend's worker threads. Workers spin briefly for new work, then sleep, so that an
+// idle pool never competes for cores with other work (BLAS, other processes).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace crisp::cpu {
+
+// The number of threads parallel work is spread over (CRISP_NUM_THREADS, else the core count).
+int num_threads();
+// True on a pool worker, or on a thread already running parallel work.
+bool in_parallel();
+// Runs task(i) for every i in [0, tasks) across the pool and the calling thread; returns when
+// all are done. Nested calls, and calls while another thread uses the pool, run serially.
+void run_parallel(int64_t tasks, const std::function<void(int64_t)>& task);
+
+// Treats denormal floats as zero on this thread for the scope's lifetime. Arithmetic on
+// denormals is ~100x slower on x86, and values that small are noise in training; PyTorch's
+// set_flush_denormal does the same. Pool workers run with it always on.
+class FlushDenormals {
+ public:
+  FlushDenormals();
+  ~FlushDenormals();
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
+}  // namespace crisp::cpu
