@@ -121,6 +121,23 @@ TEST_P(Errors, ImpossibleSizesAreRejected) {
   EXPECT_CRISP_ERROR(split(zeros({3}), {4, -1}), "split: negative size -1");
   EXPECT_CRISP_ERROR(pad(zeros({3}), {-2, -2}), "leaves axis 0 of size 3 with negative size -1");
   EXPECT_CRISP_ERROR(linspace(0, 1, -1), "count must be non-negative, got -1");
+  const int64_t huge = int64_t{1} << 40;
+  EXPECT_CRISP_ERROR(zeros({huge, huge}), "shape [1099511627776, 1099511627776] is too large");
+}
+
+TEST_P(Errors, AllocationFailureIsRaisedOnReadAndTheProcessGoesOn) {
+  const int line = __LINE__ + 1;
+  Tensor t = zeros({int64_t{1} << 45});  // 128 TiB: no allocator can give it
+  try {
+    t.wait();
+    ADD_FAILURE() << "expected an allocation failure";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("out of memory"), std::string::npos) << e.what();
+    ASSERT_FALSE(e.trace().empty());
+    EXPECT_EQ(e.trace().front().line, static_cast<uint32_t>(line)) << e.what();
+  }
+  EXPECT_THROW((t + 1).sum().item<float>(), Error);
+  expect_close(ones({3}) * 2, {2, 2, 2});
 }
 
 TEST_P(Errors, ZeroSizeTensorsFlowThroughElementwiseOpsAndReductions) {

@@ -30,6 +30,15 @@ std::exception_ptr as_error(const char* op) {
   }
 }
 
+// A shape whose byte size does not fit in 63 bits is a mistake in the caller's shape, not a
+// failure to allocate: say so at once.
+void check_size(const Shape& shape, DType dtype) {
+  int64_t bytes = static_cast<int64_t>(itemsize(dtype));
+  for (int64_t d : shape)
+    if (d > 0 && __builtin_mul_overflow(bytes, d, &bytes))
+      fail("shape ", shape_str(shape), " is too large");
+}
+
 // Small ops (the common case) keep their array lists on the stack.
 constexpr size_t kInlineIn = 3, kInlineOut = 1;
 
@@ -51,6 +60,7 @@ void run(const Op& op, const Tensor* in, size_t nin, const OutSpec* outs, size_t
     in_arrays[i] = impl.array;
   }
   for (size_t i = 0; i < nout; ++i) {
+    check_size(outs[i].shape, outs[i].dtype);
     Array& a = out_arrays[i];
     a.shape = outs[i].shape;
     a.strides = contiguous_strides(a.shape);
@@ -107,6 +117,17 @@ Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset) {
   impl->array.offset = offset;
   impl->error = x.impl()->error;
   return Tensor(std::move(impl));
+}
+
+// A view of x broadcast to shape (no copy, no autograd record).
+Tensor broadcast_view(const Tensor& x, const Shape& shape) {
+  if (x.shape() == shape) return x;
+  const Array& a = x.impl()->array;
+  const size_t lead = shape.size() - a.shape.size();
+  Shape strides(shape.size(), 0);
+  for (size_t i = lead; i < shape.size(); ++i)
+    if (a.shape[i - lead] == shape[i]) strides[i] = a.strides[i - lead];
+  return make_view(x, shape, std::move(strides), a.offset);
 }
 
 Tensor from_host(const void* data, Shape shape, DType dtype) {

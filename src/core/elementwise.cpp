@@ -10,17 +10,6 @@ namespace {
 
 using Grads = std::vector<Tensor>;
 
-// A view of x broadcast to shape, for handing to a kernel (no autograd record).
-Tensor broadcast_view(const Tensor& x, const Shape& shape) {
-  if (x.shape() == shape) return x;
-  const Array& a = x.impl()->array;
-  const size_t lead = shape.size() - a.shape.size();
-  Shape strides(shape.size(), 0);
-  for (size_t i = lead; i < shape.size(); ++i)
-    if (a.shape[i - lead] == shape[i]) strides[i] = a.strides[i - lead];
-  return make_view(x, shape, std::move(strides), a.offset);
-}
-
 Tensor unary(OpKind kind, const Tensor& x, std::vector<double> reals = {}) {
   return dispatch(Op{kind, {}, std::move(reals)}, {x}, x.shape(), x.dtype());
 }

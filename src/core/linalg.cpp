@@ -7,17 +7,6 @@ namespace {
 
 using Grads = std::vector<Tensor>;
 
-// A view of x broadcast to shape (no copy, no autograd record).
-Tensor broadcast_view(const Tensor& x, const Shape& shape) {
-  if (x.shape() == shape) return x;
-  const Array& a = x.impl()->array;
-  const size_t lead = shape.size() - a.shape.size();
-  Shape strides(shape.size(), 0);
-  for (size_t i = lead; i < shape.size(); ++i)
-    if (a.shape[i - lead] == shape[i]) strides[i] = a.strides[i - lead];
-  return make_view(x, shape, std::move(strides), a.offset);
-}
-
 // a [..., M, K] @ b [..., K, N], both at least 2-d, K already checked.
 Tensor matmul2(const Tensor& a, const Tensor& b) {
   const size_t na = a.shape().size(), nb = b.shape().size();

@@ -56,6 +56,8 @@ std::vector<Tensor> dispatch(const Op& op, const std::vector<Tensor>& inputs,
 
 // A tensor sharing x's data under a new layout (no copy).
 Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset);
+// A view of x broadcast to shape, for handing to a kernel (no copy, no autograd record).
+Tensor broadcast_view(const Tensor& x, const Shape& shape);
 // A tensor of host values, on the current backend.
 Tensor from_host(const void* data, Shape shape, DType dtype);
 
