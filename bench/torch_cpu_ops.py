@@ -8,6 +8,8 @@ import time
 import torch
 
 quick = "--quick" in sys.argv
+if "--threads" in sys.argv:
+    torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
 reps = 3 if quick else 15
 
 

@@ -240,6 +240,44 @@ TEST_P(Conv, ConvRejectsBadArguments) {
   EXPECT_CRISP_ERROR(conv_transpose2d(x, randn({2, 2, 3, 3})), "expects 2 input channels");
 }
 
+// Forward values and the gradients of x, w and bias in float32 (oneDNN's path where the CPU
+// build has it) against the same convolution in float64 (the im2col path).
+void check_f32_against_f64(ConvFn conv, Shape xs, Shape ws, Shape bs, ConvOptions opt) {
+  Tensor x = randn(xs, f64), w = randn(ws, f64), b = randn(bs, f64);
+  std::vector<Tensor> grads[2];
+  Tensor ys[2], g;
+  for (int i = 0; i < 2; ++i) {
+    const DType dt = i == 0 ? f64 : f32;
+    Tensor xi = x.cast(dt).detach().requires_grad_(), wi = w.cast(dt).detach().requires_grad_(),
+           bi = b.cast(dt).detach().requires_grad_();
+    ys[i] = conv(xi, wi, bi, opt, Loc::current());
+    if (i == 0) g = randn(ys[0].shape(), f64);
+    ys[i].backward(g.cast(dt));
+    grads[i] = {xi.grad(), wi.grad(), bi.grad()};
+  }
+  expect_tensors_close(ys[1], ys[0], 2e-4, "y");
+  const char* names[] = {"dx", "dw", "db"};
+  for (int k = 0; k < 3; ++k) expect_tensors_close(grads[1][k], grads[0][k], 2e-4, names[k]);
+}
+
+TEST_P(Conv, Float32MatchesFloat64WithGroupsStrideDilation) {
+  check_f32_against_f64(conv2d, {3, 20, 9, 9}, {32, 20, 3, 3}, {32}, {.padding = {1}});
+  check_f32_against_f64(conv2d, {2, 32, 11, 10}, {48, 16, 3, 2}, {48},
+                        {.stride = {2, 1}, .padding = {2, 1}, .dilation = {2, 3}, .groups = 2});
+  check_f32_against_f64(conv2d, {2, 1, 12, 12}, {20, 1, 5, 5}, {20}, {.padding = {2}});
+  check_f32_against_f64(conv2d, {2, 6, 7, 7}, {6, 2, 3, 3}, {6}, {.stride = {3}, .groups = 3});
+  check_f32_against_f64(conv1d, {2, 16, 20}, {24, 8, 3}, {24},
+                        {.stride = {2}, .padding = {3}, .dilation = {2}, .groups = 2});
+  check_f32_against_f64(conv3d, {2, 16, 5, 6, 4}, {16, 16, 3, 3, 2}, {16},
+                        {.stride = {1, 2, 1}, .padding = {1}, .dilation = {1, 1, 2}});
+  check_f32_against_f64(conv_transpose2d, {2, 16, 5, 6}, {16, 8, 3, 3}, {16},
+                        {.stride = {2}, .padding = {1}, .groups = 2, .output_padding = {1}});
+  check_f32_against_f64(conv_transpose1d, {2, 4, 9}, {4, 3, 4}, {3},
+                        {.stride = {3}, .padding = {1}, .dilation = {2}, .output_padding = {2}});
+  check_f32_against_f64(conv_transpose3d, {1, 16, 3, 4, 3}, {16, 16, 2, 3, 2}, {16},
+                        {.stride = {2}, .output_padding = {1}});
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Conv, ::testing::Values("cpu", "cuda"),
                          [](const auto& info) { return info.param; });
 

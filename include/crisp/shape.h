@@ -56,7 +56,14 @@ class Shape {
   template <class It>
   void assign(It first, It last) {
     clear();
-    for (; first != last; ++first) push_back(static_cast<int64_t>(*first));
+    if constexpr (std::random_access_iterator<It>) {
+      const size_t n = static_cast<size_t>(last - first);
+      reserve(n);
+      for (size_t i = 0; i < n; ++i) data_[i] = static_cast<int64_t>(first[i]);
+      size_ = n;
+    } else {
+      for (; first != last; ++first) push_back(static_cast<int64_t>(*first));
+    }
   }
 
   size_t size() const { return size_; }

@@ -239,7 +239,14 @@ void channel_sum(const Array& x, Array& out) {
 
 }  // namespace
 
+#ifdef CRISP_HAVE_DNNL
+bool conv_dnnl(const Op& op, In in, Out out);  // conv_dnnl.cpp: false when it declines the case
+#endif
+
 void conv_family(const Op& op, In in, Out out) {
+#ifdef CRISP_HAVE_DNNL
+  if (conv_dnnl(op, in, out)) return;
+#endif
   with_compute_type(op, in[0].dtype, [&]<class C>() {
     switch (op.kind) {
       case OpKind::conv: {
