@@ -103,11 +103,9 @@ std::vector<Tensor> run_backward(const std::shared_ptr<GradNode>& root, Tensor r
     ready.pop_back();
     Tensor g = std::move(grads[node.get()]);
     grads.erase(node.get());
-    bool is_target = false;
     for (size_t i = 0; i < targets.size(); ++i) {
       if (targets[i] == node.get()) {
         captured[i] = g;
-        is_target = true;
       }
     }
     if (g.defined()) {
@@ -132,7 +130,6 @@ std::vector<Tensor> run_backward(const std::shared_ptr<GradNode>& root, Tensor r
       node->backward = nullptr;  // frees what the closure saved
       node->released = true;
     }
-    (void)is_target;
   }
   return captured;
 }

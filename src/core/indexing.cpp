@@ -325,8 +325,9 @@ Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index, Loc loc)
   return select_impl(x, normalize_axis(axis, x.ndim()), reshape(index, {index.numel()}), false);
 }
 
-Tensor gather(const Tensor& x, int64_t axis, const Tensor& index, Loc loc) {
-  CallScope scope("gather", loc);
+namespace {
+// Checks shared by gather and take_along_axis; returns the normalized axis.
+int64_t check_along_axis(const Tensor& x, int64_t axis, const Tensor& index) {
   check_defined(x);
   check_has_axes(x);
   check_index_tensor(index);
@@ -334,6 +335,13 @@ Tensor gather(const Tensor& x, int64_t axis, const Tensor& index, Loc loc) {
   if (index.ndim() != x.ndim())
     fail("index of shape ", shape_str(index.shape()), " needs as many dimensions as x of shape ",
          shape_str(x.shape()));
+  return axis;
+}
+}  // namespace
+
+Tensor gather(const Tensor& x, int64_t axis, const Tensor& index, Loc loc) {
+  CallScope scope("gather", loc);
+  axis = check_along_axis(x, axis, index);
   for (int64_t d = 0; d < x.ndim(); ++d)
     if (d != axis && index.shape()[static_cast<size_t>(d)] > x.shape()[static_cast<size_t>(d)])
       fail("index of shape ", shape_str(index.shape()), " is larger than x of shape ",
@@ -343,13 +351,7 @@ Tensor gather(const Tensor& x, int64_t axis, const Tensor& index, Loc loc) {
 
 Tensor take_along_axis(const Tensor& x, const Tensor& index, int64_t axis, Loc loc) {
   CallScope scope("take_along_axis", loc);
-  check_defined(x);
-  check_has_axes(x);
-  check_index_tensor(index);
-  axis = normalize_axis(axis, x.ndim());
-  if (index.ndim() != x.ndim())
-    fail("index of shape ", shape_str(index.shape()), " needs as many dimensions as x of shape ",
-         shape_str(x.shape()));
+  axis = check_along_axis(x, axis, index);
   // The other axes broadcast against each other, as numpy does.
   Shape xs = x.shape(), is = index.shape();
   for (size_t d = 0; d < xs.size(); ++d) {

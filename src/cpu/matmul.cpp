@@ -67,14 +67,29 @@ void gemm(const GemmLayout& la, const GemmLayout& lb, int64_t m, int64_t n, int6
             std::max<int64_t>(n, 1));
 }
 
+// Sizes and row/column strides of [*batch, M, K] x [*batch, K, N].
+struct MatmulDims {
+  size_t nb;
+  int64_t m, k, n, batch, ars, acs, brs, bcs;
+  MatmulDims(const Array& a, const Array& b, const Array& out)
+      : nb(a.shape.size() - 2),
+        m(a.shape[nb]),
+        k(a.shape[nb + 1]),
+        n(b.shape[nb + 1]),
+        batch(numel_of(Shape(out.shape.begin(), out.shape.begin() + nb))),
+        ars(a.strides[nb]),
+        acs(a.strides[nb + 1]),
+        brs(b.strides[nb]),
+        bcs(b.strides[nb + 1]) {}
+};
+
 // S is the type BLAS computes in (float for the 16-bit types).
 template <class T, class S>
 void matmul_blas(const Array& a, const Array& b, const Array& out) {
-  const size_t nb = a.shape.size() - 2;
-  const int64_t m = a.shape[nb], k = a.shape[nb + 1], n = b.shape[nb + 1];
-  const int64_t batch = numel_of(Shape(out.shape.begin(), out.shape.begin() + nb));
-  const int64_t ars = a.strides[nb], acs = a.strides[nb + 1];
-  const int64_t brs = b.strides[nb], bcs = b.strides[nb + 1];
+  const MatmulDims md(a, b, out);
+  const size_t nb = md.nb;
+  const int64_t m = md.m, k = md.k, n = md.n, batch = md.batch;
+  const int64_t ars = md.ars, acs = md.acs, brs = md.brs, bcs = md.bcs;
   T* o = out.data<T>();
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
@@ -109,11 +124,10 @@ void matmul_blas(const Array& a, const Array& b, const Array& out) {
 
 template <class T>
 void matmul_loops(const Array& a, const Array& b, const Array& out) {
-  const size_t nb = a.shape.size() - 2;
-  const int64_t m = a.shape[nb], k = a.shape[nb + 1], n = b.shape[nb + 1];
-  const int64_t batch = numel_of(Shape(out.shape.begin(), out.shape.begin() + nb));
-  const int64_t ars = a.strides[nb], acs = a.strides[nb + 1];
-  const int64_t brs = b.strides[nb], bcs = b.strides[nb + 1];
+  const MatmulDims md(a, b, out);
+  const size_t nb = md.nb;
+  const int64_t m = md.m, k = md.k, n = md.n, batch = md.batch;
+  const int64_t ars = md.ars, acs = md.acs, brs = md.brs, bcs = md.bcs;
   T* o = out.data<T>();
   parallel_for(batch * m, batch * m * n * std::max<int64_t>(k, 1), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
