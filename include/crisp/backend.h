@@ -68,6 +68,17 @@ struct Op {
 
 const char* op_name(OpKind k);
 
+// Device memory of a backend, in bytes: held by live tensors, reserved from the device (live
+// plus cached for reuse), and the most ever held at once.
+struct MemoryStats {
+  size_t allocated = 0, reserved = 0, peak = 0;
+};
+
+// Whether float32 matmul and convolution may round their inputs to TF32 on GPUs that have it
+// (faster, about 1e-3 relative error). Off by default: float32 results stay float32-accurate.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
 class Backend : public std::enable_shared_from_this<Backend> {
  public:
   virtual ~Backend() = default;
@@ -88,6 +99,8 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void write(const void* host, size_t nbytes, Storage& dst) = 0;
   // Waits until everything queued so far has finished.
   virtual void synchronize() {}
+  // Memory statistics (zero where the backend keeps none).
+  virtual MemoryStats memory_stats() const { return {}; }
 
   static std::shared_ptr<Backend> cpu();
   // Throws crisp::Error when CUDA is unavailable or device is out of range.

@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "core/tensor_impl.h"
+#include "crisp/amp.h"
 
 namespace crisp {
 
@@ -98,6 +99,7 @@ std::vector<Tensor> run_backward(const std::shared_ptr<GradNode>& root, Tensor r
   grads[root.get()] = std::move(root_grad);
   std::vector<std::shared_ptr<GradNode>> ready{root};
   NoGrad no_grad;
+  amp::Autocast no_autocast(DType::f32, false);  // backward ops keep the forward's dtypes
   while (!ready.empty()) {
     std::shared_ptr<GradNode> node = std::move(ready.back());
     ready.pop_back();

@@ -1,5 +1,6 @@
 // Ops along one axis: softmax and log_softmax, cumsum and cumprod, sort, argsort and topk.
 #include "core/tensor_impl.h"
+#include "crisp/amp.h"
 
 namespace crisp {
 
@@ -44,16 +45,19 @@ Tensor with_pick_grad(const Tensor& values, const Tensor& x, const Tensor& indic
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t axis, Loc loc) {
+  if (amp::upcasts(x)) return softmax(amp::f32(x), axis, loc);  // autocast
   CallScope scope("softmax", loc);
   return softmax_like(OpKind::softmax, OpKind::softmax_backward, x, axis);
 }
 
 Tensor log_softmax(const Tensor& x, int64_t axis, Loc loc) {
+  if (amp::upcasts(x)) return log_softmax(amp::f32(x), axis, loc);  // autocast
   CallScope scope("log_softmax", loc);
   return softmax_like(OpKind::log_softmax, OpKind::log_softmax_backward, x, axis);
 }
 
 Tensor cumsum(const Tensor& x, int64_t axis, Loc loc) {
+  if (amp::upcasts(x)) return cumsum(amp::f32(x), axis, loc);  // autocast
   CallScope scope("cumsum", loc);
   check_defined(x);
   const int64_t a = line_axis(x, axis);
@@ -68,6 +72,7 @@ Tensor cumsum(const Tensor& x, int64_t axis, Loc loc) {
 }
 
 Tensor cumprod(const Tensor& x, int64_t axis, Loc loc) {
+  if (amp::upcasts(x)) return cumprod(amp::f32(x), axis, loc);  // autocast
   CallScope scope("cumprod", loc);
   check_defined(x);
   const int64_t a = line_axis(x, axis);

@@ -44,6 +44,7 @@ std::shared_ptr<Backend>& default_holder() {
   return b;
 }
 std::atomic<Backend*> default_backend{nullptr};
+std::atomic<bool> tf32_allowed{false};
 std::mutex default_mutex;
 thread_local Backend* scoped_backend = nullptr;
 }  // namespace
@@ -54,6 +55,9 @@ Backend& current_backend() {
   if (b) return *b;
   return *Backend::cpu();
 }
+
+void set_allow_tf32(bool allow) { tf32_allowed.store(allow, std::memory_order_relaxed); }
+bool allow_tf32() { return tf32_allowed.load(std::memory_order_relaxed); }
 
 std::shared_ptr<Backend> Backend::current() { return current_backend().shared_from_this(); }
 

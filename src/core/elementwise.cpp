@@ -3,6 +3,7 @@
 #include <numbers>
 
 #include "core/tensor_impl.h"
+#include "crisp/amp.h"
 
 namespace crisp {
 
@@ -49,8 +50,9 @@ bool is_logical(OpKind k) {
 Tensor binary(const char* name, OpKind kind, const Operand& a, const Operand& b) {
   CallScope scope(name, a.tensor ? a.loc : b.loc);
   if (!a.tensor && !b.tensor) fail("needs at least one tensor operand");
-  const DType dt = a.tensor ? a.tensor->dtype() : b.tensor->dtype();
+  const DType dt = amp::promoted_dtype(a.tensor, b.tensor);  // autocast: the wider of floats
   Tensor x = operand_tensor(a, dt), y = operand_tensor(b, dt);
+  amp::promote(x, y);
   check_same_dtype(x, y);
   const bool predicate = is_comparison(kind) || is_logical(kind);
   if (!predicate && dt == bool_) fail("arithmetic is not defined for bool tensors");
@@ -306,8 +308,9 @@ Tensor where(const Tensor& cond, const Operand& a, const Operand& b, Loc loc) {
   check_defined(cond, "condition");
   if (cond.dtype() != bool_) fail("condition must be bool, got ", dtype_name(cond.dtype()));
   if (!a.tensor && !b.tensor) fail("needs at least one tensor operand besides the condition");
-  const DType dt = a.tensor ? a.tensor->dtype() : b.tensor->dtype();
+  const DType dt = amp::promoted_dtype(a.tensor, b.tensor);  // autocast: the wider of floats
   Tensor x = operand_tensor(a, dt), y = operand_tensor(b, dt);
+  amp::promote(x, y);
   check_same_dtype(x, y);
   Shape shape = broadcast_shape(broadcast_shape(cond.shape(), x.shape()), y.shape());
   Tensor out = dispatch(

@@ -1,11 +1,19 @@
 // Linear algebra: matmul with numpy semantics (1-d operands, broadcast batch axes), outer, dot.
 #include "core/tensor_impl.h"
+#include "crisp/amp.h"
 
 namespace crisp {
 
 namespace {
 
 using Grads = std::vector<Tensor>;
+
+// A 2-d view whose transpose is contiguous (a weight used as w^T).
+bool transposed_contiguous(const Tensor& t) {
+  const Array& a = t.impl()->array;
+  return a.shape.size() == 2 && a.shape[0] > 1 && a.shape[1] > 1 && a.strides[0] == 1 &&
+         a.strides[1] == a.shape[0];
+}
 
 // a [..., M, K] @ b [..., K, N], both at least 2-d, K already checked.
 Tensor matmul2(const Tensor& a, const Tensor& b) {
@@ -31,12 +39,20 @@ Tensor matmul2(const Tensor& a, const Tensor& b) {
   }
   if (!is_floating(a.dtype())) return y;
   return with_grad(y, {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g) {
-    Tensor ga = reduce_to(matmul(g, transpose(b, -2, -1)), a.shape());
+    // An operand that is the transpose of a contiguous matrix (x @ w^T) gets its gradient as
+    // the transpose of a contiguous product, so the gradient that reaches w is contiguous.
+    Tensor ga = a.ndim() == 2 && b.ndim() == 2 && transposed_contiguous(a)
+                    ? transpose(matmul(b, transpose(g)))
+                    : reduce_to(matmul(g, transpose(b, -2, -1)), a.shape());
     Tensor gb;
     if (b.ndim() == 2 && a.ndim() > 2) {
       // One product over the folded batch instead of a batch of products and a sum.
       const int64_t k = a.shape().back(), n = g.shape().back();
-      gb = matmul(transpose(reshape(a, {-1, k}), 0, 1), reshape(g, {-1, n}));
+      Tensor a2 = reshape(a, {-1, k}), g2 = reshape(g, {-1, n});
+      gb = transposed_contiguous(b) ? transpose(matmul(transpose(g2), a2))
+                                    : matmul(transpose(a2), g2);
+    } else if (a.ndim() == 2 && b.ndim() == 2 && transposed_contiguous(b)) {
+      gb = transpose(matmul(transpose(g), a));
     } else {
       gb = reduce_to(matmul(transpose(a, -2, -1), g), b.shape());
     }
@@ -47,6 +63,7 @@ Tensor matmul2(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, Loc loc) {
+  if (amp::lowers(a, b)) return matmul(amp::lower(a), amp::lower(b), loc);  // autocast
   CallScope scope("matmul", loc);
   check_defined(a, "first operand");
   check_defined(b, "second operand");

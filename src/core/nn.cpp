@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/tensor_impl.h"
+#include "crisp/amp.h"
 
 namespace crisp {
 
@@ -91,6 +92,8 @@ Tensor conv_weight_raw(const Tensor& x, const Tensor& dy, const ConvAttrs& a) {
 
 Tensor conv_nd(int64_t nd, bool transposed, const Tensor& x_in, const Tensor& w,
                const std::optional<Tensor>& bias, const ConvOptions& opt) {
+  if (amp::lowers(x_in, w, bias))  // autocast
+    return conv_nd(nd, transposed, amp::lower(x_in), amp::lower(w), amp::lower(bias), opt);
   check_defined(x_in, "input");
   check_defined(w, "weight");
   check_floating(x_in);
@@ -292,8 +295,10 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen, Loc loc
   if (!(p >= 0 && p < 1)) fail("p must be in [0, 1), got ", p);
   if (!training || p == 0) return x;
   // Keep with probability 1 - p; the kept elements are scaled so the expectation is unchanged.
-  Tensor keep = (rand(x.shape(), f32, gen) >= p).cast(x.dtype());
-  return x * (keep * (1 / (1 - p)));
+  // The mask needs no gradient, so the product is recorded with x alone.
+  Tensor mask = where(rand(x.shape(), f32, gen) >= p, scalar(1 / (1 - p), x.dtype()), 0);
+  Tensor y = dispatch(Op{OpKind::mul}, {x, mask}, x.shape(), x.dtype());
+  return with_grad(y, {x}, [mask](const Tensor& g) { return Grads{g * mask}; });
 }
 
 Tensor embedding(const Tensor& indices, const Tensor& weight, Loc loc) {
@@ -381,18 +386,24 @@ Tensor trailing_norm(bool center, const Tensor& x, const Shape& normalized,
 
 Tensor layer_norm(const Tensor& x, Shape normalized_shape, const std::optional<Tensor>& weight,
                   const std::optional<Tensor>& bias, double eps, Loc loc) {
+  if (amp::upcasts(x, weight, bias))  // autocast
+    return layer_norm(amp::f32(x), normalized_shape, amp::f32(weight), amp::f32(bias), eps, loc);
   CallScope scope("layer_norm", loc);
   return trailing_norm(true, x, normalized_shape, weight, bias, eps);
 }
 
 Tensor rms_norm(const Tensor& x, Shape normalized_shape, const std::optional<Tensor>& weight,
                 double eps, Loc loc) {
+  if (amp::upcasts(x, weight))  // autocast
+    return rms_norm(amp::f32(x), normalized_shape, amp::f32(weight), eps, loc);
   CallScope scope("rms_norm", loc);
   return trailing_norm(false, x, normalized_shape, weight, std::nullopt, eps);
 }
 
 Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& weight,
                   const std::optional<Tensor>& bias, double eps, Loc loc) {
+  if (amp::upcasts(x, weight, bias))  // autocast
+    return group_norm(amp::f32(x), groups, amp::f32(weight), amp::f32(bias), eps, loc);
   CallScope scope("group_norm", loc);
   check_defined(x);
   check_floating(x);
@@ -434,6 +445,8 @@ Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& 
 Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
                   const std::optional<Tensor>& bias, bool training, BatchNormState state,
                   double eps, Loc loc) {
+  if (auto dt = amp::batch_norm_dtype(x, weight, state.running_mean))  // autocast
+    return batch_norm(x.cast(*dt), weight, bias, training, state, eps, loc);
   CallScope scope("batch_norm", loc);
   check_defined(x);
   check_floating(x);
@@ -602,6 +615,8 @@ Tensor nll(const Tensor& logp_in, const Tensor& target_in, const CrossEntropyOpt
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, CrossEntropyOptions opt, Loc loc) {
+  if (amp::upcasts(logits, target))  // autocast
+    return cross_entropy(amp::f32(logits), amp::f32(target), std::move(opt), loc);
   CallScope scope("cross_entropy", loc);
   check_defined(logits, "input");
   check_floating(logits);
@@ -610,6 +625,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, CrossEntropyOpt
 }
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, CrossEntropyOptions opt, Loc loc) {
+  if (amp::upcasts(log_probs, target))  // autocast
+    return nll_loss(amp::f32(log_probs), amp::f32(target), std::move(opt), loc);
   CallScope scope("nll_loss", loc);
   if (opt.label_smoothing != 0) fail("label_smoothing is only supported by cross_entropy");
   return nll(log_probs, target, opt, false);

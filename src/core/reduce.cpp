@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/tensor_impl.h"
+#include "crisp/amp.h"
 
 namespace crisp {
 
@@ -94,6 +95,7 @@ Tensor logic(OpKind kind, const Tensor& x, const Axes& axes, bool keepdims) {
 }  // namespace
 
 Tensor sum(const Tensor& x, Axes axes, bool keepdims, Loc loc) {
+  if (amp::upcasts(x)) return sum(amp::f32(x), std::move(axes), keepdims, loc);  // autocast
   CallScope scope("sum", loc);
   check_defined(x);
   std::vector<int64_t> ax = reduce_axes(x, axes);
@@ -116,6 +118,7 @@ Tensor mean(const Tensor& x, Axes axes, bool keepdims, Loc loc) {
 }
 
 Tensor prod(const Tensor& x, Axes axes, bool keepdims, Loc loc) {
+  if (amp::upcasts(x)) return prod(amp::f32(x), std::move(axes), keepdims, loc);  // autocast
   CallScope scope("prod", loc);
   check_defined(x);
   std::vector<int64_t> ax = reduce_axes(x, axes);
@@ -172,6 +175,7 @@ Tensor std(const Tensor& x, Axes axes, int64_t correction, bool keepdims, Loc lo
 }
 
 Tensor logsumexp(const Tensor& x, Axes axes, bool keepdims, Loc loc) {
+  if (amp::upcasts(x)) return logsumexp(amp::f32(x), std::move(axes), keepdims, loc);  // autocast
   CallScope scope("logsumexp", loc);
   check_defined(x);
   check_floating(x);

@@ -1,7 +1,16 @@
 // CPU convolutions through oneDNN for contiguous float32 data: forward, input and weight
 // gradients, primitives cached per shape; conv.cpp falls back to im2col when this declines.
+//
+// Threads: Debian's oneDNN runs on OpenMP, whose idle workers spin for milliseconds after each
+// primitive and then compete for the cores with crisp's own pool (the ops between two
+// convolutions, BLAS). So the OpenMP team is kept at one thread while oneDNN runs, and crisp's
+// pool splits a convolution itself: the batch into one slice per thread (weight gradients are
+// summed over the slices), or a single image's output channels.
+
+#include <dlfcn.h>
 
 #include <dnnl.hpp>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +28,41 @@ dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
+
+// The OpenMP runtime oneDNN was built with, found at run time (crisp itself does not link it).
+struct OpenMp {
+  int (*get_max_threads)() = nullptr;
+  void (*set_num_threads)(int) = nullptr;
+  bool found() const { return get_max_threads && set_num_threads; }
+};
+
+const OpenMp& openmp() {
+  static const OpenMp omp = [] {
+    OpenMp o;
+    o.get_max_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    o.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    return o;
+  }();
+  return omp;
+}
+
+// oneDNN on one thread for the scope's lifetime; the caller's own OpenMP setting comes back.
+class OneThread {
+ public:
+  OneThread() {
+    if (!openmp().found()) return;
+    saved_ = openmp().get_max_threads();
+    if (saved_ != 1) openmp().set_num_threads(1);
+  }
+  ~OneThread() {
+    if (saved_ > 1) openmp().set_num_threads(saved_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int saved_ = 0;
+};
 
 memory::desc plain(const memory::dims& dims) {
   memory::dims strides(dims.size(), 1);
@@ -41,7 +85,7 @@ struct Descs {
 
 // The right padding makes the sizes exact; it is negative (down to 1 - stride) where the
 // last input columns are never read, which oneDNN accepts.
-std::optional<Descs> descriptors(const Signature& s) {
+Descs descriptors(const Signature& s) {
   const int64_t nd = s.ints[0], groups = s.ints[1 + 3 * nd];
   Descs d;
   for (int64_t i = 0; i < nd; ++i) {
@@ -93,9 +137,11 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, bool bias, 
   return convolution_forward::primitive_desc(desc, user_scratchpad(), cpu_engine());
 }
 
-// A primitive with the layouts it chose for x, w and y (blocked ones need reorders).
+// A primitive with the user's plain layouts and the layouts it chose for x, w and y (blocked
+// ones need reorders).
 struct Prepared {
   dnnl::primitive prim;
+  Descs user;
   memory::desc x, w, y, scratchpad;
 };
 
@@ -107,54 +153,61 @@ bool blocked_layouts(const Signature& s) {
   return s.kind != OpKind::conv_backward_input || s.x[1] / groups >= 16;
 }
 
-std::optional<Prepared> make_primitive(const Signature& s) {
-  const auto d = descriptors(s);
-  if (!d) return std::nullopt;
+Prepared make_primitive(const Signature& s) {
+  const Descs d = descriptors(s);
   const bool any = blocked_layouts(s);
-  const auto x = any ? any_like(d->x) : d->x, w = any ? any_like(d->w) : d->w,
-             y = any ? any_like(d->y) : d->y;
+  const auto x = any ? any_like(d.x) : d.x, w = any ? any_like(d.w) : d.w,
+             y = any ? any_like(d.y) : d.y;
   const auto algo = dnnl::algorithm::convolution_direct;
   switch (s.kind) {
     case OpKind::conv: {
-      const auto pd = forward_pd(*d, s.bias, any);
-      return Prepared{dnnl::convolution_forward(pd), pd.src_desc(), pd.weights_desc(),
-                      pd.dst_desc(), pd.scratchpad_desc()};
+      const auto pd = forward_pd(d, s.bias, any);
+      return Prepared{
+          dnnl::convolution_forward(pd), d, pd.src_desc(), pd.weights_desc(), pd.dst_desc(),
+          pd.scratchpad_desc()};
     }
     case OpKind::conv_backward_input: {
       using dnnl::convolution_backward_data;
-      const convolution_backward_data::desc desc(algo, x, w, y, d->stride, d->dilation, d->pad_l,
-                                                 d->pad_r);
+      const convolution_backward_data::desc desc(algo, x, w, y, d.stride, d.dilation, d.pad_l,
+                                                 d.pad_r);
       const convolution_backward_data::primitive_desc pd(desc, user_scratchpad(), cpu_engine(),
-                                                         forward_pd(*d, false, any));
-      return Prepared{convolution_backward_data(pd), pd.diff_src_desc(), pd.weights_desc(),
-                      pd.diff_dst_desc(), pd.scratchpad_desc()};
+                                                         forward_pd(d, false, any));
+      return Prepared{convolution_backward_data(pd),
+                      d,
+                      pd.diff_src_desc(),
+                      pd.weights_desc(),
+                      pd.diff_dst_desc(),
+                      pd.scratchpad_desc()};
     }
-    case OpKind::conv_backward_weight: {
+    default: {
       using dnnl::convolution_backward_weights;
-      const convolution_backward_weights::desc desc(algo, x, w, y, d->stride, d->dilation, d->pad_l,
-                                                    d->pad_r);
+      const convolution_backward_weights::desc desc(algo, x, w, y, d.stride, d.dilation, d.pad_l,
+                                                    d.pad_r);
       const convolution_backward_weights::primitive_desc pd(desc, user_scratchpad(), cpu_engine(),
-                                                            forward_pd(*d, false, any));
-      return Prepared{convolution_backward_weights(pd), pd.src_desc(), pd.diff_weights_desc(),
-                      pd.diff_dst_desc(), pd.scratchpad_desc()};
+                                                            forward_pd(d, false, any));
+      return Prepared{convolution_backward_weights(pd),
+                      d,
+                      pd.src_desc(),
+                      pd.diff_weights_desc(),
+                      pd.diff_dst_desc(),
+                      pd.scratchpad_desc()};
     }
-    default:
-      return std::nullopt;
   }
 }
 
 // Creating a primitive costs far more than running a small one, so each shape is built once.
-// A declined signature is remembered too (as nullopt) so it is not retried on every call.
-std::optional<Prepared> cached_primitive(const Signature& s) {
+// A declined signature is remembered too (as null) so it is not retried on every call.
+std::shared_ptr<const Prepared> cached_primitive(const Signature& s) {
   static std::mutex mutex;
-  static std::map<Signature, std::optional<Prepared>> cache;
+  static std::map<Signature, std::shared_ptr<const Prepared>> cache;
   std::lock_guard lock(mutex);
   if (auto it = cache.find(s); it != cache.end()) return it->second;
-  std::optional<Prepared> p;
+  std::shared_ptr<const Prepared> p;
   try {
-    p = make_primitive(s);
+    OneThread one;  // primitives are tuned for the thread count they are created under
+    p = std::make_shared<const Prepared>(make_primitive(s));
   } catch (const dnnl::error&) {
-    p = std::nullopt;
+    p = nullptr;
   }
   if (cache.size() > 256) cache.clear();  // bound the memory of shape-varying workloads
   return cache.emplace(s, p).first->second;
@@ -162,10 +215,8 @@ std::optional<Prepared> cached_primitive(const Signature& s) {
 
 bool usable(const Array& a) { return a.dtype == DType::f32 && a.is_contiguous() && a.numel() > 0; }
 
-std::vector<int64_t> dims(const Array& a) { return {a.shape.begin(), a.shape.end()}; }
-
-memory wrap(const memory::desc& md, const Array& a) {
-  return memory(md, cpu_engine(), const_cast<float*>(a.data<float>()));
+memory wrap(const memory::desc& md, const float* p) {
+  return memory(md, cpu_engine(), const_cast<float*>(p));
 }
 
 // Memory for a reordered operand, kept per thread across calls: fresh pages for megabytes of
@@ -182,6 +233,81 @@ memory scratch(int slot, const memory::desc& md) {
   return memory(md, cpu_engine(), std::align(64, md.get_size(), p, space));
 }
 
+// One convolution on the calling thread. Pointers are to plain (user-layout) data: the input x
+// or dy, the weights w (or, for the weight gradient, dy), the bias, and the output.
+void execute(const Prepared& p, OpKind kind, const float* in0, const float* in1, const float* bias,
+             float* out) {
+  const Descs& d = p.user;
+  thread_local dnnl::stream stream(cpu_engine());
+  int slot = 0;
+  auto input = [&](const memory::desc& user, const float* a, const memory::desc& want) {
+    memory m = wrap(user, a);
+    if (want == user) return m;
+    memory t = scratch(slot++, want);
+    dnnl::reorder(m, t).execute(stream, m, t);
+    return t;
+  };
+  auto output = [&](const memory::desc& user, float* a, const memory::desc& want) {
+    return want == user ? wrap(user, a) : scratch(slot++, want);
+  };
+  auto finish = [&](const memory::desc& user, float* a, memory& m) {
+    if (m.get_desc() == user) return;
+    memory u = wrap(user, a);
+    dnnl::reorder(m, u).execute(stream, m, u);
+  };
+  memory pad = scratch(3, p.scratchpad);
+  switch (kind) {
+    case OpKind::conv: {
+      memory y = output(d.y, out, p.y);
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(d.x, in0, p.x)},
+                                           {DNNL_ARG_WEIGHTS, input(d.w, in1, p.w)},
+                                           {DNNL_ARG_DST, y},
+                                           {DNNL_ARG_SCRATCHPAD, pad}};
+      if (bias) args.emplace(DNNL_ARG_BIAS, wrap(d.b, bias));
+      p.prim.execute(stream, args);
+      finish(d.y, out, y);
+      break;
+    }
+    case OpKind::conv_backward_input: {
+      memory dx = output(d.x, out, p.x);
+      p.prim.execute(stream, {{DNNL_ARG_DIFF_DST, input(d.y, in0, p.y)},
+                              {DNNL_ARG_WEIGHTS, input(d.w, in1, p.w)},
+                              {DNNL_ARG_DIFF_SRC, dx},
+                              {DNNL_ARG_SCRATCHPAD, pad}});
+      finish(d.x, out, dx);
+      break;
+    }
+    default: {
+      memory dw = output(d.w, out, p.w);
+      p.prim.execute(stream, {{DNNL_ARG_SRC, input(d.x, in0, p.x)},
+                              {DNNL_ARG_DIFF_DST, input(d.y, in1, p.y)},
+                              {DNNL_ARG_DIFF_WEIGHTS, dw},
+                              {DNNL_ARG_SCRATCHPAD, pad}});
+      finish(d.w, out, dw);
+      break;
+    }
+  }
+  stream.wait();
+}
+
+// Runs task(i) for i in [0, n) on the pool; an exception in any task is rethrown here.
+template <class F>
+void run_tasks(int64_t n, F&& task) {
+  std::exception_ptr error;
+  std::mutex mutex;
+  parallel_for(n, n * kParallelGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      try {
+        task(i);
+      } catch (...) {
+        std::lock_guard lock(mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  });
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace
 
 bool conv_dnnl(const Op& op, In in, Out out) {
@@ -193,77 +319,101 @@ bool conv_dnnl(const Op& op, In in, Out out) {
   if (!usable(out[0])) return false;
   const bool bias = in.size() > 2;
   Signature s{op.kind, bias, {}, {}, {}, std::vector<int64_t>(op.ints.begin(), op.ints.end())};
+  const Array *x, *w, *y;
   switch (op.kind) {
     case OpKind::conv:
-      s.x = dims(in[0]), s.w = dims(in[1]), s.y = dims(out[0]);
+      x = &in[0], w = &in[1], y = &out[0];
       break;
     case OpKind::conv_backward_input:
-      s.x = dims(out[0]), s.w = dims(in[1]), s.y = dims(in[0]);
+      x = &out[0], w = &in[1], y = &in[0];
       // The transposed convolution's bias is added below, not by the primitive.
       s.bias = false;
       break;
     default:
-      s.x = dims(in[0]), s.w = dims(out[0]), s.y = dims(in[1]);
+      x = &in[0], w = &out[0], y = &in[1];
       break;
   }
-  const auto prim = cached_primitive(s);
-  if (!prim) return false;
-  const auto d = descriptors(s);
-  thread_local dnnl::stream stream(cpu_engine());
-  // User memory in the primitive's layout: the array itself, or a reordered copy.
-  int slot = 0;
-  auto input = [&](const memory::desc& user, const Array& a, const memory::desc& want) {
-    memory m = wrap(user, a);
-    if (want == user) return m;
-    memory t = scratch(slot++, want);
-    dnnl::reorder(m, t).execute(stream, m, t);
-    return t;
-  };
-  auto output = [&](const memory::desc& user, const Array& a, const memory::desc& want) {
-    return want == user ? wrap(user, a) : scratch(slot++, want);
-  };
-  auto finish = [&](const memory::desc& user, const Array& a, memory& m) {
-    if (m.get_desc() == user) return;
-    memory u = wrap(user, a);
-    dnnl::reorder(m, u).execute(stream, m, u);
-  };
-  memory pad = scratch(3, prim->scratchpad);
-  switch (op.kind) {
-    case OpKind::conv: {
-      memory y = output(d->y, out[0], prim->y);
-      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(d->x, in[0], prim->x)},
-                                           {DNNL_ARG_WEIGHTS, input(d->w, in[1], prim->w)},
-                                           {DNNL_ARG_DST, y},
-                                           {DNNL_ARG_SCRATCHPAD, pad}};
-      if (bias) args.emplace(DNNL_ARG_BIAS, wrap(d->b, in[2]));
-      prim->prim.execute(stream, args);
-      finish(d->y, out[0], y);
-      break;
-    }
-    case OpKind::conv_backward_input: {
-      memory dx = output(d->x, out[0], prim->x);
-      prim->prim.execute(stream, {{DNNL_ARG_DIFF_DST, input(d->y, in[0], prim->y)},
-                                  {DNNL_ARG_WEIGHTS, input(d->w, in[1], prim->w)},
-                                  {DNNL_ARG_DIFF_SRC, dx},
-                                  {DNNL_ARG_SCRATCHPAD, pad}});
-      finish(d->x, out[0], dx);
-      break;
-    }
-    default: {
-      memory dw = output(d->w, out[0], prim->w);
-      prim->prim.execute(stream, {{DNNL_ARG_SRC, input(d->x, in[0], prim->x)},
-                                  {DNNL_ARG_DIFF_DST, input(d->y, in[1], prim->y)},
-                                  {DNNL_ARG_DIFF_WEIGHTS, dw},
-                                  {DNNL_ARG_SCRATCHPAD, pad}});
-      finish(d->w, out[0], dw);
-      break;
-    }
+  s.x.assign(x->shape.begin(), x->shape.end());
+  s.w.assign(w->shape.begin(), w->shape.end());
+  s.y.assign(y->shape.begin(), y->shape.end());
+  const int64_t N = s.x[0], groups = s.ints[1 + 3 * s.ints[0]];
+  const int64_t xs = x->numel() / N, ys = y->numel() / N;
+
+  // The slices: of the batch when there is one image per thread or more; of a single image's
+  // output channels for its forward pass (the weights, bias and output split along them).
+  const int64_t threads = openmp().found() ? num_threads() : 1;
+  int64_t parts = std::min<int64_t>(threads, N);
+  bool by_channel = false;
+  if (parts == 1 && op.kind == OpKind::conv && groups == 1 && threads > 1 && s.y[1] >= 32) {
+    parts = std::min<int64_t>(threads, s.y[1] / 16);
+    by_channel = parts > 1;
   }
-  stream.wait();
+  std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1);
+  for (int64_t i = 0; i < parts; ++i) {
+    // Channel slices start on whole 16-channel blocks, the width of the blocked layouts.
+    const int64_t b = by_channel ? (s.y[1] * i / parts + 15) / 16 * 16 : N * i / parts;
+    bounds[static_cast<size_t>(i)] = b;
+  }
+  bounds.back() = by_channel ? s.y[1] : N;
+  std::vector<std::shared_ptr<const Prepared>> prims(static_cast<size_t>(parts));
+  for (int64_t i = 0; i < parts; ++i) {
+    Signature si = s;
+    const int64_t n = bounds[static_cast<size_t>(i) + 1] - bounds[static_cast<size_t>(i)];
+    if (by_channel) {
+      si.w[0] = n;
+      si.y[1] = n;
+    } else {
+      si.x[0] = si.y[0] = n;
+    }
+    prims[static_cast<size_t>(i)] = cached_primitive(si);
+    if (!prims[static_cast<size_t>(i)]) return false;
+  }
+
+  // Weight gradients of the slices after the first go to buffers of the calling thread, and are
+  // added up at the end.
+  const bool partial_dw = op.kind == OpKind::conv_backward_weight && parts > 1;
+  const int64_t wn = w->numel();
+  thread_local std::vector<float> partials;
+  if (partial_dw && partials.size() < static_cast<size_t>((parts - 1) * wn))
+    partials.resize(static_cast<size_t>((parts - 1) * wn));
+  float* const partial = partials.data();  // the tasks run on other threads
+
+  run_tasks(parts, [&](int64_t i) {
+    OneThread one;
+    const int64_t lo = bounds[static_cast<size_t>(i)];
+    const Prepared& p = *prims[static_cast<size_t>(i)];
+    switch (op.kind) {
+      case OpKind::conv:
+        if (by_channel) {
+          const int64_t per_o = wn / s.w[0];  // weights per output channel
+          return execute(p, op.kind, in[0].data<float>(), in[1].data<float>() + lo * per_o,
+                         bias ? in[2].data<float>() + lo : nullptr,
+                         out[0].data<float>() + lo * (ys / s.y[1]));
+        }
+        return execute(p, op.kind, in[0].data<float>() + lo * xs, in[1].data<float>(),
+                       bias ? in[2].data<float>() : nullptr, out[0].data<float>() + lo * ys);
+      case OpKind::conv_backward_input:
+        return execute(p, op.kind, in[0].data<float>() + lo * ys, in[1].data<float>(), nullptr,
+                       out[0].data<float>() + lo * xs);
+      default:
+        return execute(p, op.kind, in[0].data<float>() + lo * xs, in[1].data<float>() + lo * ys,
+                       nullptr, i == 0 ? out[0].data<float>() : partial + (i - 1) * wn);
+    }
+  });
+
+  if (partial_dw) {
+    float* dw = out[0].data<float>();
+    parallel_for(wn, wn * parts, [&](int64_t b, int64_t e) {
+      for (int64_t j = 1; j < parts; ++j) {
+        const float* part = partial + (j - 1) * wn;
+        for (int64_t k = b; k < e; ++k) dw[k] += part[k];
+      }
+    });
+  }
   if (op.kind == OpKind::conv_backward_input && bias) {
     float* dx = out[0].data<float>();
     const float* b = in[2].data<float>();
-    const int64_t N = s.x[0], C = s.x[1], S = out[0].numel() / (N * C);
+    const int64_t C = s.x[1], S = xs / C;
     parallel_for(N * C, N * C * S, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         const float bv = b[i % C];

@@ -77,7 +77,8 @@ class CpuBackend final : public Backend {
     if (k < OpKind::axis_end) return cpu::along_axis(op, in, out);
     if (k < OpKind::linalg_end) return cpu::linalg(op, in, out);
     if (k < OpKind::indexing_end) return cpu::indexing(op, in, out);
-    return cpu::nn(op, in, out);
+    if (k < OpKind::nn_end) return cpu::nn(op, in, out);
+    return cpu::optim(op, in, out);
   }
 
   void read(const Array& a, void* host) override {

@@ -69,26 +69,78 @@ void parallel_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a
   });
 }
 
+// A product with one row or one column of output is a matrix-vector product: BLAS's gemm
+// would pack (copy) the whole matrix first, which for a single image through a large linear
+// layer costs more than the product. y[i] (stride incy) = alpha * sum_j M[i, j] x[j] + beta *
+// y[i] over rows [lo, hi) of the matrix M, whose element (i, j) is at m[i * rs + j * cs].
+template <class T, class Gemv>
+void parallel_gemv(int64_t rows, int64_t cols, const T* mat, int64_t rs, int64_t cs, const T* x,
+                   int64_t incx, T* y, int64_t incy, Gemv gemv) {
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), rows / 64));
+  parallel_for(blocks, rows * cols, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0; i < b1; ++i) {
+      const int64_t lo = rows * i / blocks, hi = rows * (i + 1) / blocks;
+      // Row-major with the rows rs apart, or its transpose (columns cs apart).
+      if (cs == 1)
+        gemv(false, hi - lo, cols, mat + lo * rs, rs, x, incx, y + lo * incy, incy);
+      else
+        gemv(true, cols, hi - lo, mat + lo, cs, x, incx, y + lo * incy, incy);
+    }
+  });
+}
+
+// Routes c = alpha * op(a) @ op(b) + beta * c to gemv when m or n is 1, else to parallel_gemm.
+template <class T, class Gemm, class Gemv>
+void gemm_any(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+              const T* b, int64_t ldb, T* c, int64_t ldc, Gemm gemm, Gemv gemv) {
+  if (k > 1 && m == 1 && n > 1) {
+    // c row = op(b)^T a: op(b) is k x n, so the matrix is op(b)^T (n x k).
+    return parallel_gemv(n, k, b, tb ? ldb : 1, tb ? 1 : ldb, a, ta ? lda : 1, c, 1, gemv);
+  }
+  if (k > 1 && n == 1 && m > 1) {
+    return parallel_gemv(m, k, a, ta ? 1 : lda, ta ? lda : 1, b, tb ? 1 : ldb, c, ldc, gemv);
+  }
+  parallel_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, gemm);
+}
+
 }  // namespace
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  parallel_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
-                [&](int64_t mm, int64_t nn, const float* aa, const float* bb, float* cc) {
-                  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                              tb ? CblasTrans : CblasNoTrans, blasint(mm), blasint(nn), blasint(k),
-                              alpha, aa, blasint(lda), bb, blasint(ldb), beta, cc, blasint(ldc));
-                });
+  gemm_any(
+      ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
+      [&](int64_t mm, int64_t nn, const float* aa, const float* bb, float* cc) {
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    blasint(mm), blasint(nn), blasint(k), alpha, aa, blasint(lda), bb, blasint(ldb),
+                    beta, cc, blasint(ldc));
+      },
+      [&](bool trans, int64_t rows, int64_t cols, const float* mat, int64_t ld, const float* x,
+          int64_t incx, float* y, int64_t incy) {
+        // The output may hold anything (NaN too), which beta = 0 must not let through.
+        if (beta == 0)
+          for (int64_t i = 0, n = trans ? cols : rows; i < n; ++i) y[i * incy] = 0;
+        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, blasint(rows), blasint(cols),
+                    alpha, mat, blasint(ld), x, blasint(incx), beta, y, blasint(incy));
+      });
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
           int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  parallel_gemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
-                [&](int64_t mm, int64_t nn, const double* aa, const double* bb, double* cc) {
-                  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                              tb ? CblasTrans : CblasNoTrans, blasint(mm), blasint(nn), blasint(k),
-                              alpha, aa, blasint(lda), bb, blasint(ldb), beta, cc, blasint(ldc));
-                });
+  gemm_any(
+      ta, tb, m, n, k, a, lda, b, ldb, c, ldc,
+      [&](int64_t mm, int64_t nn, const double* aa, const double* bb, double* cc) {
+        cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    blasint(mm), blasint(nn), blasint(k), alpha, aa, blasint(lda), bb, blasint(ldb),
+                    beta, cc, blasint(ldc));
+      },
+      [&](bool trans, int64_t rows, int64_t cols, const double* mat, int64_t ld, const double* x,
+          int64_t incx, double* y, int64_t incy) {
+        // The output may hold anything (NaN too), which beta = 0 must not let through.
+        if (beta == 0)
+          for (int64_t i = 0, n = trans ? cols : rows; i < n; ++i) y[i * incy] = 0;
+        cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, blasint(rows), blasint(cols),
+                    alpha, mat, blasint(ld), x, blasint(incx), beta, y, blasint(incy));
+      });
 }
 
 }  // namespace crisp::cpu

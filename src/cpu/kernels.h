@@ -20,6 +20,7 @@ void indexing(const Op& op, In in, Out out);     // indexing.cpp: routes to the 
 void layout_ops(const Op& op, In in, Out out);   // layout.cpp: concat, pad, flip, tril, triu
 void gather_ops(const Op& op, In in, Out out);   // gather.cpp: gather, scatter, assign_strided
 void nn(const Op& op, In in, Out out);           // conv.cpp, pool.cpp, norm.cpp
+void optim(const Op& op, In in, Out out);        // optim.cpp: fused optimizer updates
 
 [[noreturn]] inline void unsupported(const Op& op, DType dtype) {
   fail(op_name(op.kind), " is not supported for ", dtype_name(dtype), " on the CPU");

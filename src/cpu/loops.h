@@ -117,11 +117,28 @@ void map(const Array& out, Fn&& op, const std::array<const Array*, sizeof...(In)
       return std::tuple<const In*...>{std::get<K + 1>(ptrs)...};
     }
     (std::make_index_sequence<N>{});
-    bool unit = true;
+    bool unit = true, unit_or_scalar = st[0] == 1;
     for (size_t k = 0; k <= N; ++k) unit = unit && st[k] == 1;
+    for (size_t k = 1; k <= N; ++k) unit_or_scalar = unit_or_scalar && (st[k] == 1 || st[k] == 0);
     if (unit) {
       [&]<size_t... K>(std::index_sequence<K...>) {
         for (int64_t i = 0; i < n; ++i) o[i] = op(std::get<K>(ins)[i]...);
+      }
+      (std::make_index_sequence<N>{});
+    } else if (unit_or_scalar) {
+      // Broadcast scalars (x * 2, where(c, g, 0)) are repeated into a short buffer so that the
+      // loop stays the plain, vectorizable one.
+      constexpr int64_t kChunk = 256;
+      std::tuple<std::array<In, kChunk>...> rep;
+      [&]<size_t... K>(std::index_sequence<K...>) {
+        ((st[K + 1] == 0 ? std::get<K>(rep).fill(*std::get<K>(ins)) : void()), ...);
+        for (int64_t c = 0; c < n; c += kChunk) {
+          const int64_t m = std::min(kChunk, n - c);
+          const std::tuple<const In*...> p{
+              (st[K + 1] == 0 ? std::get<K>(rep).data() : std::get<K>(ins) + c)...};
+          Out* oc = o + c;
+          for (int64_t i = 0; i < m; ++i) oc[i] = op(std::get<K>(p)[i]...);
+        }
       }
       (std::make_index_sequence<N>{});
     } else {

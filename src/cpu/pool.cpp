@@ -2,6 +2,7 @@
 // average pooling, over 1-, 2- or 3-d windows seen as 3-d.
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -66,11 +67,85 @@ void each_window(const PoolGeom& g, F&& f) {
       }
 }
 
+// One step of a window scan: v (at flat index p) replaces best when larger, or when it is NaN
+// and best is not; ties keep the first (PyTorch's rule). Branch-free through bit masks: on
+// real data the comparison is a coin toss, and mispredicted branches cost 10x the arithmetic.
+template <class C>
+inline void take(C v, int64_t p, C& best, int64_t& at) {
+  using U = std::conditional_t<sizeof(C) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(U) == sizeof(C));
+  // !(v <= best) holds when v is larger or NaN; (best == best) when best is not NaN.
+  const bool t = !(v <= best) & (best == best);
+  const U m = U(0) - U(t);
+  best = std::bit_cast<C>((std::bit_cast<U>(v) & m) | (std::bit_cast<U>(best) & ~m));
+  const int64_t mi = -int64_t(t);
+  at = (p & mi) | (at & ~mi);
+}
+
+// take() over a 2x2 window as a tournament: the pairs of each row, then the two winners. The
+// earlier of two equal candidates wins every round and a NaN beats any number, so the result is
+// that of the scan in order, with half the dependent steps.
+template <class C>
+inline void take_2x2(const C* xp, int64_t first, int64_t W, C& best, int64_t& at) {
+  C b0 = xp[first], b1 = xp[first + W];
+  int64_t a0 = first, a1 = first + W;
+  take(xp[first + 1], first + 1, b0, a0);
+  take(xp[first + W + 1], first + W + 1, b1, a1);
+  take(b1, a1, b0, a0);
+  best = b0;
+  at = a0;
+}
+
+// Max pooling over 2-d windows without padding or dilation (the common case: 2x2, stride 2)
+// for planes [b, e), as one loop over their outputs: small planes (7x7 -> 3x3) would otherwise
+// spend more on loop exits than on the windows.
+template <class C, int K>
+void max_pool_2d(const PoolGeom& g, const C* x, C* y, int64_t* idx, int64_t b, int64_t e) {
+  const int64_t W = g.in[2], OH = g.out[1], OW = g.out[2];
+  const int64_t kh = K ? K : g.k[1], kw = K ? K : g.k[2], sh = g.s[1], sw = g.s[2];
+  const C* xp = x + b * g.S;
+  int64_t oh = 0, ow = 0, row = 0;  // row: the window's first row in the plane
+  for (int64_t o = b * g.P; o < e * g.P; ++o) {
+    const int64_t first = row + ow * sw;
+    C best = xp[first];
+    int64_t at = first;
+    if constexpr (K == 2) {
+      take_2x2(xp, first, W, best, at);
+    } else {
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) take(xp[first + i * W + j], first + i * W + j, best, at);
+    }
+    y[o] = best;
+    idx[o] = at;
+    if (++ow == OW) {
+      ow = 0;
+      row += sh * W;
+      if (++oh == OH) {
+        oh = 0;
+        row = 0;
+        xp += g.S;
+      }
+    }
+  }
+}
+
 template <class C>
 void max_pool(const PoolGeom& g, const Array& xa, Array& ya, Array& ia) {
   Dense<C> x(xa);
   Result<C> y(ya);
   int64_t* idx = ia.data<int64_t>();
+  const bool plain_2d =
+      g.in[0] == 1 && g.k[0] == 1 && g.p[1] == 0 && g.p[2] == 0 && g.d[1] == 1 && g.d[2] == 1;
+  if (plain_2d) {
+    const bool two = g.k[1] == 2 && g.k[2] == 2;
+    parallel_for(g.planes, g.planes * g.S, [&](int64_t b, int64_t e) {
+      if (two)
+        max_pool_2d<C, 2>(g, x.data(), y.data(), idx, b, e);
+      else
+        max_pool_2d<C, 0>(g, x.data(), y.data(), idx, b, e);
+    });
+    return y.finish();
+  }
   parallel_for(g.planes, g.planes * g.P * g.k[0] * g.k[1] * g.k[2], [&](int64_t b, int64_t e) {
     for (int64_t pl = b; pl < e; ++pl) {
       const C* xp = x.data() + pl * g.S;

@@ -1,0 +1,314 @@
+// Internal header of the CUDA backend: the per-device context, error macros, dtype dispatch and
+// the strided-indexing helpers every kernel file shares.
+//
+// The op families are split between files: creation.cu, elementwise.cu, reduce.cu, axis.cu and
+// matmul.cu here; indexing, nn and optim in their own files. Until those three land,
+// pending.cu defines them as "not yet on CUDA" failures: whoever adds indexing.cu / nn.cu /
+// optim.cu deletes the matching function from pending.cu (and the file once it is empty).
+#pragma once
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+#include "crisp/backend.h"
+#include "crisp/error.h"
+
+namespace crisp::cuda {
+
+using In = std::span<const Array>;
+using Out = std::span<Array>;
+
+// ---- errors ----
+// Each throws crisp::Error through fail(), naming the call that failed and the library's reason.
+[[noreturn]] void cuda_fail(cudaError_t e, const char* what);
+[[noreturn]] void cublas_fail(cublasStatus_t s, const char* what);
+[[noreturn]] void cudnn_fail(cudnnStatus_t s, const char* what);
+
+#define CUDA_CHECK(expr)                                                    \
+  do {                                                                      \
+    const cudaError_t crisp_e_ = (expr);                                    \
+    if (crisp_e_ != cudaSuccess) ::crisp::cuda::cuda_fail(crisp_e_, #expr); \
+  } while (0)
+#define CUBLAS_CHECK(expr)                                                              \
+  do {                                                                                  \
+    const cublasStatus_t crisp_s_ = (expr);                                             \
+    if (crisp_s_ != CUBLAS_STATUS_SUCCESS) ::crisp::cuda::cublas_fail(crisp_s_, #expr); \
+  } while (0)
+#define CUDNN_CHECK(expr)                                                             \
+  do {                                                                                \
+    const cudnnStatus_t crisp_s_ = (expr);                                            \
+    if (crisp_s_ != CUDNN_STATUS_SUCCESS) ::crisp::cuda::cudnn_fail(crisp_s_, #expr); \
+  } while (0)
+// After a kernel launch: a bad launch configuration is reported at once.
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+// ---- memory ----
+class CachingAllocator;
+
+// Device memory from the caching allocator, returned to it (stream-ordered) when destroyed.
+// Throws std::bad_alloc when the device is out of memory even after the cache is released.
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t bytes);
+  ~Buffer();
+  Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_), owner_(o.owner_) {
+    o.ptr_ = nullptr;
+  }
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void* get() const { return ptr_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t size() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  CachingAllocator* owner_ = nullptr;
+};
+
+// A bad value found by a kernel (an index out of range, an integer division by zero): the
+// first one found is kept with its value; the host raises it after the kernel.
+struct DeviceFault {
+  int set;
+  int code;  // the kernel's own meaning
+  long long value;
+};
+
+__device__ inline void report_fault(DeviceFault* f, int code, long long value) {
+  if (atomicCAS(&f->set, 0, 1) == 0) {
+    f->code = code;
+    f->value = value;
+  }
+}
+
+// ---- the per-device context ----
+// Everything on a device is queued on its one stream, so kernels, library calls, the caching
+// allocator's reuse and the scratch workspace are ordered without further synchronization.
+struct Context {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;
+  int sm_count = 0;
+  size_t shared_per_block_optin = 0;
+
+  // Created on first use (cuDNN's initialization is slow and most programs need no conv).
+  cudnnHandle_t cudnn();
+  // Scratch memory valid until the next workspace() call on this device; grows as needed.
+  // Ordered by the stream, so an op may use it for the whole of its kernels.
+  void* workspace(size_t bytes);
+  // A zeroed fault record for one op's kernels, and the check that waits for them and throws
+  // crisp::Error(message(code, value)) when one of them reported.
+  DeviceFault* fault();
+  template <class F>
+  void check_fault(F&& message);
+
+  // Internal state (backend.cu).
+  cudnnHandle_t cudnn_ = nullptr;
+  Buffer workspace_;
+  DeviceFault* fault_dev_ = nullptr;
+  DeviceFault* fault_host_ = nullptr;  // pinned
+  bool fault_armed_ = false;
+  void read_fault(DeviceFault& out);
+};
+
+// The context of the device the current op runs on (set by the backend around each op).
+Context& ctx();
+Context& ctx(int device);
+// Whether float32 matmul/conv may use TF32 (crisp::allow_tf32()).
+bool tf32_enabled();
+
+template <class F>
+void Context::check_fault(F&& message) {
+  DeviceFault f;
+  read_fault(f);
+  if (f.set) fail(message(f.code, f.value));
+}
+
+// ---- launch geometry ----
+inline constexpr int kBlock = 256;
+// Blocks for a grid-stride loop over n items: enough to fill the device, never more than needed.
+inline unsigned grid_for(int64_t n, int block = kBlock) {
+  const int64_t need = (n + block - 1) / block;
+  const int64_t cap = static_cast<int64_t>(ctx().sm_count > 0 ? ctx().sm_count : 132) * 16;
+  return static_cast<unsigned>(need < 1 ? 1 : (need < cap ? need : cap));
+}
+
+#define CRISP_GRID_STRIDE(i, n)                                                          \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+// ---- strided indexing ----
+inline constexpr int kMaxDims = 10;
+
+// A strided view as kernels see it (passed by value). Strides count elements.
+struct Strided {
+  int nd;
+  int64_t shape[kMaxDims];
+  int64_t strides[kMaxDims];
+  int64_t offset;
+
+  // Element offset of the element at row-major position i of shape.
+  __host__ __device__ int64_t at(int64_t i) const {
+    int64_t off = offset;
+    for (int d = nd - 1; d > 0; --d) {
+      const int64_t q = i / shape[d];
+      off += (i - q * shape[d]) * strides[d];
+      i = q;
+    }
+    return nd > 0 ? off + i * strides[0] : off;
+  }
+};
+
+// a's layout; with `shape`, a's layout broadcast to it (a's axes align with shape's last ones).
+// Size-1 axes are dropped and mergeable ones merged; throws crisp::Error beyond kMaxDims.
+Strided strided(const Array& a);
+Strided strided(const Array& a, const Shape& shape);
+// Several arrays viewed over one shape, with axes merged only where every one of them allows,
+// so position i means the same element in each (for n-ary elementwise kernels).
+void strided_together(const Shape& shape, std::span<const Array* const> arrays, Strided* out);
+
+// ---- dtypes ----
+template <class T>
+inline constexpr bool is_half_v = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+// The type arithmetic happens in: float for the 16-bit floats, the type itself otherwise.
+template <class T>
+using compute_t = std::conditional_t<is_half_v<T>, float, T>;
+template <class T>
+inline constexpr bool is_float_v = std::is_floating_point_v<compute_t<T>>;
+
+// The device type stored for each dtype.
+template <DType D>
+struct device_type;
+template <>
+struct device_type<DType::b8> {
+  using type = bool;
+};
+template <>
+struct device_type<DType::u8> {
+  using type = uint8_t;
+};
+template <>
+struct device_type<DType::i32> {
+  using type = int32_t;
+};
+template <>
+struct device_type<DType::i64> {
+  using type = int64_t;
+};
+template <>
+struct device_type<DType::f16> {
+  using type = __half;
+};
+template <>
+struct device_type<DType::bf16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct device_type<DType::f32> {
+  using type = float;
+};
+template <>
+struct device_type<DType::f64> {
+  using type = double;
+};
+
+// Calls f with a value of the device type stored for d, e.g. f(__half{}) for f16.
+template <class F>
+decltype(auto) visit(DType d, F&& f) {
+  switch (d) {
+    case DType::b8:
+      return f(bool{});
+    case DType::u8:
+      return f(uint8_t{});
+    case DType::i32:
+      return f(int32_t{});
+    case DType::i64:
+      return f(int64_t{});
+    case DType::f16:
+      return f(__half{});
+    case DType::bf16:
+      return f(__nv_bfloat16{});
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+  }
+  return f(float{});
+}
+// The same, over the floating types only (anything else fails naming op).
+template <class F>
+decltype(auto) visit_float(DType d, const char* op, F&& f) {
+  switch (d) {
+    case DType::f16:
+      return f(__half{});
+    case DType::bf16:
+      return f(__nv_bfloat16{});
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+    default:
+      break;
+  }
+  fail(op, " is not supported for ", dtype_name(d), " on CUDA");
+}
+
+// Value conversions with the CPU backend's semantics (16-bit floats through float, bool as != 0).
+template <class To, class From>
+__host__ __device__ inline To convert(From v) {
+  if constexpr (std::is_same_v<To, From>) {
+    return v;
+  } else if constexpr (is_half_v<From>) {
+    return convert<To>(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<To, bool>) {
+    return v != From(0);
+  } else if constexpr (std::is_same_v<To, __half>) {
+    return __float2half_rn(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<To, __nv_bfloat16>) {
+    return __float2bfloat16_rn(static_cast<float>(v));
+  } else {
+    return static_cast<To>(v);
+  }
+}
+// The value of v in its compute type.
+template <class T>
+__host__ __device__ inline compute_t<T> load(T v) {
+  return convert<compute_t<T>>(v);
+}
+
+[[noreturn]] inline void unsupported(const Op& op, DType dtype) {
+  fail(op_name(op.kind), " is not supported for ", dtype_name(dtype), " on CUDA");
+}
+
+// ---- op families (each routes on op.kind) ----
+void creation(const Op& op, In in, Out out);     // creation.cu
+void elementwise(const Op& op, In in, Out out);  // elementwise.cu: unary, binary, where, copy
+void reduce(const Op& op, In in, Out out);       // reduce.cu
+void along_axis(const Op& op, In in, Out out);   // axis.cu: softmax, cumsum, sort
+void linalg(const Op& op, In in, Out out);       // matmul.cu
+void indexing(const Op& op, In in, Out out);     // gather, scatter, layout ops
+void nn(const Op& op, In in, Out out);           // conv, pool, norms, embedding, losses
+void optim(const Op& op, In in, Out out);        // fused optimizer steps
+
+// Copies src (any layout, any dtype) into contiguous dst of the same shape, converting the
+// dtype: the copy op, for kernels that want contiguous inputs.
+void copy_to_contiguous(const Array& src, const Array& dst);
+// A contiguous version of a (a itself when already contiguous), backed by `keep` if copied.
+Array contiguous(const Array& a, Buffer& keep);
+
+}  // namespace crisp::cuda

@@ -1,0 +1,119 @@
+// CUDA kernels for creation ops: fill, arange, eye and the Philox random ops, which give the same
+// numbers as the CPU backend (same counter scheme, the same arithmetic in double).
+#include <cmath>
+
+#include "core/philox.h"
+#include "cuda/common.cuh"
+
+namespace crisp::cuda {
+
+namespace {
+
+template <class T, class F>
+__global__ void generate_kernel(T* out, int64_t n, F f) {
+  CRISP_GRID_STRIDE(i, n) { out[i] = convert<T>(f(i)); }
+}
+
+template <class T, class F>
+void generate(const Array& o, F f) {
+  const int64_t n = o.numel();
+  if (n == 0) return;
+  generate_kernel<<<grid_for(n), kBlock, 0, ctx().stream>>>(o.data<T>(), n, f);
+  CUDA_LAUNCH_CHECK();
+}
+
+template <class C>
+struct Fill {
+  C v;
+  __device__ C operator()(int64_t) const { return v; }
+};
+
+template <class C>
+struct Arange {
+  double start, step;
+  __device__ C operator()(int64_t i) const {
+    return static_cast<C>(start + step * static_cast<double>(i));
+  }
+};
+
+template <class C>
+struct Eye {
+  int64_t cols, k;
+  __device__ C operator()(int64_t i) const { return static_cast<C>(i % cols - i / cols == k); }
+};
+
+template <class C>
+struct Uniform {
+  uint64_t seed, off;
+  double lo, hi;
+  __device__ C operator()(int64_t i) const {
+    const uint64_t j = 2 * static_cast<uint64_t>(i);
+    // (0, 1] -> [0, 1)
+    const double u =
+        1.0 - philox::uniform(philox::word(seed, off, j), philox::word(seed, off, j + 1));
+    const C v = static_cast<C>(lo + (hi - lo) * u);
+    return v < static_cast<C>(hi) || lo == hi ? v : static_cast<C>(lo);
+  }
+};
+
+template <class C>
+struct Normal {
+  uint64_t seed, off;
+  double mean, sd;
+  __device__ C operator()(int64_t i) const {
+    // Box-Muller on the element's own pair of words (the cosine branch only).
+    const uint64_t j = 2 * static_cast<uint64_t>(i);
+    const uint32_t w0 = philox::word(seed, off, j), w1 = philox::word(seed, off, j + 1);
+    const double u1 = philox::uniform(w0, w1);
+    const double u2 = philox::uniform(w1 * 0x9E3779B9u + 1u, w0 ^ 0x85EBCA6Bu);
+    const double z = sqrt(-2.0 * log(u1)) * cos(2 * 3.14159265358979323846 * u2);
+    return static_cast<C>(mean + sd * z);
+  }
+};
+
+template <class C>
+struct RandInt {
+  uint64_t seed, off;
+  int64_t lo;
+  uint64_t range;
+  __device__ C operator()(int64_t i) const {
+    const uint64_t j = 2 * static_cast<uint64_t>(i);
+    const uint64_t r =
+        (static_cast<uint64_t>(philox::word(seed, off, j)) << 32) | philox::word(seed, off, j + 1);
+    return static_cast<C>(lo + static_cast<int64_t>(r % range));
+  }
+};
+
+}  // namespace
+
+void creation(const Op& op, In, Out out) {
+  const Array& o = out[0];
+  visit(o.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    switch (op.kind) {
+      case OpKind::fill:
+        return generate<T>(o, Fill<C>{static_cast<C>(op.reals[0])});
+      case OpKind::arange:
+        return generate<T>(o, Arange<C>{op.reals[0], op.reals[1]});
+      case OpKind::eye:
+        return generate<T>(o, Eye<C>{o.shape[1], op.ints[0]});
+      case OpKind::rand_uniform:
+        return generate<T>(
+            o, Uniform<C>{static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1]),
+                          op.reals[0], op.reals[1]});
+      case OpKind::rand_normal:
+        return generate<T>(
+            o, Normal<C>{static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1]),
+                         op.reals[0], op.reals[1]});
+      case OpKind::rand_int:
+        return generate<T>(
+            o, RandInt<C>{static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1]),
+                          op.ints[2], static_cast<uint64_t>(op.ints[3] - op.ints[2])});
+      default:
+        unsupported(op, o.dtype);
+    }
+  });
+}
+
+}  // namespace crisp::cuda

@@ -1,0 +1,78 @@
+// The elementwise launch machinery: out[i] = f(in_k at i ...) for a contiguous output and
+// strided (possibly broadcast) inputs, with a contiguous fast path inside the same kernel.
+#pragma once
+
+#include <array>
+
+#include "cuda/common.cuh"
+
+namespace crisp::cuda {
+
+// One input as a kernel reads it: its data and its layout over the output's shape.
+template <class T>
+struct Operand {
+  const T* data;  // storage base: Strided's offset is applied on top
+  Strided s;
+  bool unit;  // contiguous over the whole output, so element i is data[s.offset + i]
+
+  __device__ T get(int64_t i) const { return unit ? data[s.offset + i] : data[s.at(i)]; }
+};
+
+template <class T>
+Operand<T> operand(const Array& a, const Strided& s) {
+  const bool unit = s.nd == 0 || (s.nd == 1 && s.strides[0] == 1);
+  return Operand<T>{static_cast<const T*>(a.storage->data), s, unit};
+}
+
+// Each thread handles kUnroll elements a block apart per step: coalesced, with several
+// independent loads in flight.
+inline constexpr int kUnroll = 4;
+
+template <class O, class F, class... I>
+__global__ void __launch_bounds__(kBlock) map_kernel(O* out, int64_t n, F f, Operand<I>... in) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kBlock * kUnroll;
+  if ((in.unit && ...)) {
+    for (int64_t base = static_cast<int64_t>(blockIdx.x) * kBlock * kUnroll + threadIdx.x; base < n;
+         base += step) {
+      O r[kUnroll];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t i = base + k * kBlock;
+        if (i < n) r[k] = convert<O>(f(load(in.data[in.s.offset + i])...));
+      }
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t i = base + k * kBlock;
+        if (i < n) out[i] = r[k];
+      }
+    }
+  } else {
+    for (int64_t base = static_cast<int64_t>(blockIdx.x) * kBlock * kUnroll + threadIdx.x; base < n;
+         base += step) {
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t i = base + k * kBlock;
+        if (i < n) out[i] = convert<O>(f(load(in.get(i))...));
+      }
+    }
+  }
+}
+
+// out (contiguous, of the output's shape) = f(inputs...), the inputs broadcast to out's shape.
+// f takes each input's compute type and returns a value converted to O.
+template <class O, class... I, class F>
+void map(const Array& out, F f, const std::array<const Array*, sizeof...(I)>& in) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  Strided s[sizeof...(I) > 0 ? sizeof...(I) : 1];
+  strided_together(out.shape, std::span<const Array* const>(in.data(), in.size()), s);
+  const unsigned grid = grid_for((n + kUnroll - 1) / kUnroll);
+  [&]<size_t... K>(std::index_sequence<K...>) {
+    map_kernel<O, F, I...>
+        <<<grid, kBlock, 0, ctx().stream>>>(out.data<O>(), n, f, operand<I>(*in[K], s[K])...);
+  }
+  (std::make_index_sequence<sizeof...(I)>{});
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace crisp::cuda

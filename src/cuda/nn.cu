@@ -1,0 +1,1030 @@
+// CUDA kernels for the nn family (convolutions aside: conv.cu): pooling, the normalizations,
+// per-channel sums, embedding lookups and the fused negative log-likelihood. Inputs are made
+// contiguous first; 16-bit floats compute in float, float64 in double; sums over many elements
+// accumulate in double, as on the CPU.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cuda/common.cuh"
+
+namespace crisp::cuda {
+
+void conv_family(const Op& op, In in, Out out);  // conv.cu
+
+namespace {
+
+// The type a kernel accumulates short sums in: double for float64, float otherwise.
+template <class T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+template <class K, class... A>
+void launch(K kernel, int64_t n, A... args) {
+  if (n <= 0) return;
+  kernel<<<grid_for(n), kBlock, 0, ctx().stream>>>(n, args...);
+  CUDA_LAUNCH_CHECK();
+}
+
+// Contiguous copies of an op's inputs (the inputs themselves where already contiguous).
+class Dense {
+ public:
+  explicit Dense(In in) : keep_(in.size()) {
+    for (size_t i = 0; i < in.size(); ++i) arrays_.push_back(contiguous(in[i], keep_[i]));
+  }
+  const Array& operator[](size_t i) const { return arrays_[i]; }
+  template <class T>
+  const T* ptr(size_t i) const {
+    return arrays_[i].template data<T>();
+  }
+
+ private:
+  std::vector<Buffer> keep_;
+  std::vector<Array> arrays_;
+};
+
+// ---- block and warp sums ----
+
+template <class A>
+__device__ inline A warp_sum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The sum of v over the block, returned to every thread; `shared` holds 32 values.
+template <class A>
+__device__ inline A block_sum(A v, A* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int warps = (blockDim.x * blockDim.y + 31) / 32;
+  v = warp_sum(v);
+  __syncthreads();  // shared may still be read by a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < warps ? shared[lane] : A(0);
+    v = warp_sum(v);
+    if (lane == 0) shared[0] = v;
+  }
+  __syncthreads();
+  return shared[0];
+}
+
+// ---- per-channel sums of two quantities over x [N, C, S]: for each c, the sum over n and s
+// of f(c, n, s) ----
+
+struct Sum2 {
+  double a, b;
+};
+
+// A walk over positions j = first, first + step, ... of an [N, S] plane as (n, s) pairs, with
+// one division up front rather than one per position.
+struct Walk {
+  int64_t n, s, dn, ds, S;
+  __device__ Walk(int64_t first, int64_t step, int64_t S_) : S(S_) {
+    n = first / S;
+    s = first - n * S;
+    dn = step / S;
+    ds = step - dn * S;
+  }
+  __device__ void next() {
+    s += ds;
+    n += dn;
+    if (s >= S) {
+      s -= S;
+      ++n;
+    }
+  }
+};
+
+// One block per (channel, split of the positions): threads walk adjacent positions.
+template <class F>
+__global__ void partials_by_row(F f, int64_t C, int64_t S, int64_t total, int64_t chunk,
+                                Sum2* partial) {
+  __shared__ double sa[32], sb[32];
+  const int64_t c = blockIdx.x, split = blockIdx.y;
+  const int64_t lo = split * chunk, hi = lo + chunk < total ? lo + chunk : total;
+  double a = 0, b = 0;
+  Walk w(lo + threadIdx.x, blockDim.x, S);
+  for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x, w.next()) {
+    const Sum2 v = f(c, w.n, w.s);
+    a += v.a;
+    b += v.b;
+  }
+  a = block_sum(a, sa);
+  b = block_sum(b, sb);
+  if (threadIdx.x == 0) partial[split * C + c] = Sum2{a, b};
+}
+
+// Blocks of 32 channels x 8 lanes of positions, for small S, where adjacent channels are the
+// nearest in memory.
+template <class F>
+__global__ void partials_by_column(F f, int64_t C, int64_t S, int64_t total, int64_t chunk,
+                                   Sum2* partial) {
+  __shared__ Sum2 tile[8][33];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x, split = blockIdx.y;
+  const int64_t lo = split * chunk, hi = lo + chunk < total ? lo + chunk : total;
+  double a = 0, b = 0;
+  if (c < C) {
+    Walk w(lo + threadIdx.y, 8, S);
+    for (int64_t j = lo + threadIdx.y; j < hi; j += 8, w.next()) {
+      const Sum2 v = f(c, w.n, w.s);
+      a += v.a;
+      b += v.b;
+    }
+  }
+  tile[threadIdx.y][threadIdx.x] = Sum2{a, b};
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    for (int k = 1; k < 8; ++k) {
+      a += tile[k][threadIdx.x].a;
+      b += tile[k][threadIdx.x].b;
+    }
+    partial[split * C + c] = Sum2{a, b};
+  }
+}
+
+// Sums the splits of each channel in a fixed order (so results repeat run to run) and hands
+// the totals to fin(c, total).
+template <class Fin>
+__global__ void finish_partials(int64_t C, Fin fin, int64_t splits, const Sum2* partial) {
+  CRISP_GRID_STRIDE(c, C) {
+    Sum2 t{0, 0};
+    for (int64_t s = 0; s < splits; ++s) {
+      t.a += partial[s * C + c].a;
+      t.b += partial[s * C + c].b;
+    }
+    fin(c, t);
+  }
+}
+
+template <class F, class Fin>
+void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin) {
+  if (C <= 0) return;
+  const int64_t total = N * S;
+  if (S <= 0) S = 1;  // no positions: the walk only needs a divisor
+  const bool by_column = S <= 4 && C > 1;
+  const int64_t target = 2 * static_cast<int64_t>(ctx().sm_count > 0 ? ctx().sm_count : 132);
+  const int64_t blocks = by_column ? (C + 31) / 32 : C;
+  const int64_t per_split = by_column ? 256 : 2048;  // the least work worth a split
+  const int64_t want = (target + blocks - 1) / blocks;
+  int64_t splits = std::max<int64_t>(1, std::min<int64_t>({want, total / per_split, 4096}));
+  const int64_t chunk = std::max<int64_t>(1, (total + splits - 1) / splits);
+  splits = std::max<int64_t>(1, (total + chunk - 1) / chunk);
+  Buffer partial(static_cast<size_t>(splits * C) * sizeof(Sum2));
+  auto* p = partial.as<Sum2>();
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
+  if (by_column)
+    partials_by_column<<<grid, dim3(32, 8), 0, ctx().stream>>>(f, C, S, total, chunk, p);
+  else
+    partials_by_row<<<grid, kBlock, 0, ctx().stream>>>(f, C, S, total, chunk, p);
+  CUDA_LAUNCH_CHECK();
+  finish_partials<<<grid_for(C), kBlock, 0, ctx().stream>>>(C, fin, splits,
+                                                            static_cast<const Sum2*>(p));
+  CUDA_LAUNCH_CHECK();
+}
+
+// ---- channel_sum ----
+
+template <class T>
+struct ChannelSumTerm {
+  const T* x;
+  int64_t C, S;
+  __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
+    return Sum2{static_cast<double>(load(x[(n * C + c) * S + s])), 0};
+  }
+};
+template <class T>
+struct StoreFirst {
+  T* out;
+  __device__ void operator()(int64_t c, Sum2 t) const { out[c] = convert<T>(t.a); }
+};
+
+void channel_sum(const Op& op, In in, const Array& o) {
+  Dense d(in);
+  const Array& x = d[0];
+  const int64_t N = x.shape[0], C = x.shape[1], S = N * C == 0 ? 0 : x.numel() / (N * C);
+  visit_float(x.dtype, op_name(op.kind), [&](auto tag) {
+    using T = decltype(tag);
+    channel_sums(N, C, S, ChannelSumTerm<T>{d.ptr<T>(0), C, S}, StoreFirst<T>{o.data<T>()});
+  });
+}
+
+// ---- pooling: 1-, 2- and 3-d windows seen as 3-d ----
+
+struct PoolGeom {
+  int64_t planes = 0;
+  int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1},
+          p[3] = {0, 0, 0}, d[3] = {1, 1, 1};
+  int64_t S = 1, P = 1;
+  bool include_pad = true;
+};
+
+PoolGeom pool_geometry(const Op& op, const Shape& xs, const Shape& ys) {
+  PoolGeom g;
+  const int64_t nd = op.ints[0];
+  const bool is_max = op.kind == OpKind::max_pool || op.kind == OpKind::max_pool_backward;
+  g.planes = xs[0] * xs[1];
+  for (int64_t i = 0; i < nd; ++i) {
+    const size_t j = static_cast<size_t>(3 - nd + i);
+    g.in[j] = xs[static_cast<size_t>(2 + i)];
+    g.out[j] = ys[static_cast<size_t>(2 + i)];
+    g.k[j] = op.ints[static_cast<size_t>(1 + i)];
+    g.s[j] = op.ints[static_cast<size_t>(1 + nd + i)];
+    g.p[j] = op.ints[static_cast<size_t>(1 + 2 * nd + i)];
+    if (is_max) g.d[j] = op.ints[static_cast<size_t>(1 + 3 * nd + i)];
+  }
+  if (!is_max) g.include_pad = op.ints[static_cast<size_t>(1 + 3 * nd)] != 0;
+  g.S = g.in[0] * g.in[1] * g.in[2];
+  g.P = g.out[0] * g.out[1] * g.out[2];
+  return g;
+}
+
+__device__ inline void split3(int64_t i, const int64_t* dims, int64_t* c) {
+  c[2] = i % dims[2];
+  i /= dims[2];
+  c[1] = i % dims[1];
+  c[0] = i / dims[1];
+}
+
+template <class T>
+__global__ void max_pool_kernel(int64_t n, const T* x, T* y, int64_t* idx, PoolGeom g) {
+  using A = acc_t<T>;
+  CRISP_GRID_STRIDE(i, n) {
+    const int64_t pl = i / g.P;
+    int64_t o[3];
+    split3(i - pl * g.P, g.out, o);
+    const T* xp = x + pl * g.S;
+    A best = -INFINITY;
+    int64_t at = -1;
+    for (int64_t ka = 0; ka < g.k[0]; ++ka) {
+      const int64_t a = o[0] * g.s[0] - g.p[0] + ka * g.d[0];
+      if (a < 0 || a >= g.in[0]) continue;
+      for (int64_t kb = 0; kb < g.k[1]; ++kb) {
+        const int64_t b = o[1] * g.s[1] - g.p[1] + kb * g.d[1];
+        if (b < 0 || b >= g.in[1]) continue;
+        for (int64_t kc = 0; kc < g.k[2]; ++kc) {
+          const int64_t c = o[2] * g.s[2] - g.p[2] + kc * g.d[2];
+          if (c < 0 || c >= g.in[2]) continue;
+          const int64_t pos = (a * g.in[1] + b) * g.in[2] + c;
+          const A v = load(xp[pos]);
+          // NaN wins, as in PyTorch; ties keep the first.
+          if (at < 0 || v > best || (isnan(v) && !isnan(best))) {
+            best = v;
+            at = pos;
+          }
+        }
+      }
+    }
+    y[i] = convert<T>(best);
+    idx[i] = at;
+  }
+}
+
+// The window's divisor: its size clipped to the padded input, or to the input itself.
+__device__ inline int64_t avg_divisor(const PoolGeom& g, const int64_t* o) {
+  int64_t padded = 1, inside = 1;
+  for (int j = 0; j < 3; ++j) {
+    const int64_t lo = o[j] * g.s[j] - g.p[j];
+    const int64_t hi = lo + g.k[j] < g.in[j] + g.p[j] ? lo + g.k[j] : g.in[j] + g.p[j];
+    padded *= hi - lo;
+    inside *= (hi < g.in[j] ? hi : g.in[j]) - (lo > 0 ? lo : 0);
+  }
+  return g.include_pad ? padded : inside;
+}
+
+template <class T>
+__global__ void avg_pool_kernel(int64_t n, const T* x, T* y, PoolGeom g) {
+  using A = acc_t<T>;
+  CRISP_GRID_STRIDE(i, n) {
+    const int64_t pl = i / g.P;
+    int64_t o[3];
+    split3(i - pl * g.P, g.out, o);
+    const T* xp = x + pl * g.S;
+    A acc = 0;
+    for (int64_t ka = 0; ka < g.k[0]; ++ka) {
+      const int64_t a = o[0] * g.s[0] - g.p[0] + ka;
+      if (a < 0 || a >= g.in[0]) continue;
+      for (int64_t kb = 0; kb < g.k[1]; ++kb) {
+        const int64_t b = o[1] * g.s[1] - g.p[1] + kb;
+        if (b < 0 || b >= g.in[1]) continue;
+        for (int64_t kc = 0; kc < g.k[2]; ++kc) {
+          const int64_t c = o[2] * g.s[2] - g.p[2] + kc;
+          if (c < 0 || c >= g.in[2]) continue;
+          acc += load(xp[(a * g.in[1] + b) * g.in[2] + c]);
+        }
+      }
+    }
+    const int64_t div = avg_divisor(g, o);
+    y[i] = convert<T>(div > 0 ? acc / static_cast<A>(div) : A(0));
+  }
+}
+
+// The output positions along one axis whose window covers input position a (with kernel offset
+// k): o * s - p + k * d == a.
+__device__ inline bool window_of(int64_t a, int64_t k, int64_t s, int64_t p, int64_t d, int64_t out,
+                                 int64_t& o) {
+  const int64_t t = a + p - k * d;
+  if (t < 0 || t % s != 0) return false;
+  o = t / s;
+  return o < out;
+}
+
+// dx at each input position: the gradients of the outputs whose window picked it (max) or
+// covers it (average), gathered rather than scattered, so no atomics are needed.
+template <class T, bool Max>
+__global__ void pool_backward_kernel(int64_t n, const T* g, const int64_t* idx, T* dx,
+                                     PoolGeom geo) {
+  using A = acc_t<T>;
+  CRISP_GRID_STRIDE(i, n) {
+    const int64_t pl = i / geo.S, pos = i - pl * geo.S;
+    int64_t c[3];
+    split3(pos, geo.in, c);
+    A acc = 0;
+    int64_t o[3];
+    for (int64_t ka = 0; ka < geo.k[0]; ++ka) {
+      if (!window_of(c[0], ka, geo.s[0], geo.p[0], geo.d[0], geo.out[0], o[0])) continue;
+      for (int64_t kb = 0; kb < geo.k[1]; ++kb) {
+        if (!window_of(c[1], kb, geo.s[1], geo.p[1], geo.d[1], geo.out[1], o[1])) continue;
+        for (int64_t kc = 0; kc < geo.k[2]; ++kc) {
+          if (!window_of(c[2], kc, geo.s[2], geo.p[2], geo.d[2], geo.out[2], o[2])) continue;
+          const int64_t oi = pl * geo.P + (o[0] * geo.out[1] + o[1]) * geo.out[2] + o[2];
+          if constexpr (Max) {
+            if (idx[oi] == pos) acc += load(g[oi]);
+          } else {
+            const int64_t div = avg_divisor(geo, o);
+            if (div > 0) acc += load(g[oi]) / static_cast<A>(div);
+          }
+        }
+      }
+    }
+    dx[i] = convert<T>(acc);
+  }
+}
+
+void pool(const Op& op, In in, Out out) {
+  Dense d(in);
+  visit_float(in[0].dtype, op_name(op.kind), [&](auto tag) {
+    using T = decltype(tag);
+    switch (op.kind) {
+      case OpKind::max_pool: {
+        const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
+        return launch(max_pool_kernel<T>, out[0].numel(), d.ptr<T>(0), out[0].data<T>(),
+                      out[1].data<int64_t>(), g);
+      }
+      case OpKind::avg_pool: {
+        const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
+        return launch(avg_pool_kernel<T>, out[0].numel(), d.ptr<T>(0), out[0].data<T>(), g);
+      }
+      case OpKind::max_pool_backward: {
+        const PoolGeom g = pool_geometry(op, out[0].shape, d[0].shape);
+        return launch(pool_backward_kernel<T, true>, out[0].numel(), d.ptr<T>(0), d.ptr<int64_t>(1),
+                      out[0].data<T>(), g);
+      }
+      case OpKind::avg_pool_backward: {
+        const PoolGeom g = pool_geometry(op, out[0].shape, d[0].shape);
+        return launch(pool_backward_kernel<T, false>, out[0].numel(), d.ptr<T>(0),
+                      static_cast<const int64_t*>(nullptr), out[0].data<T>(), g);
+      }
+      default:
+        unsupported(op, in[0].dtype);
+    }
+  });
+}
+
+// ---- row normalizers: layer, RMS and group norm as rows of [R, L] ----
+
+// The affine parameter index of element i of row r.
+struct PlainChan {
+  __device__ int64_t operator()(int64_t, int64_t i) const { return i; }
+};
+struct GroupChan {
+  int64_t G, Cg, S;
+  __device__ int64_t operator()(int64_t r, int64_t i) const { return (r % G) * Cg + i / S; }
+};
+
+template <class T, class Chan>
+__global__ void rows_forward_kernel(const T* x, int64_t R, int64_t L, bool center, double eps,
+                                    const T* w, const T* b, Chan chan, T* y, T* mean_out,
+                                    T* rstd_out) {
+  using A = acc_t<T>;
+  using C = compute_t<T>;
+  __shared__ A shared[32];
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const T* xr = x + r * L;
+    A mean = 0;
+    if (center) {
+      A s = 0;
+      for (int64_t i = threadIdx.x; i < L; i += blockDim.x) s += load(xr[i]);
+      mean = block_sum(s, shared) / static_cast<A>(L > 0 ? L : 1);
+    }
+    A q = 0;
+    for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+      const A dv = static_cast<A>(load(xr[i])) - mean;
+      q += dv * dv;
+    }
+    const A var = block_sum(q, shared) / static_cast<A>(L > 0 ? L : 1);
+    const A rstd = static_cast<A>(1) / sqrt(var + static_cast<A>(eps));
+    const C m = static_cast<C>(mean), s = static_cast<C>(rstd);
+    T* yr = y + r * L;
+    for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+      C v = (load(xr[i]) - m) * s;
+      if (w) v *= load(w[chan(r, i)]);
+      if (b) v += load(b[chan(r, i)]);
+      yr[i] = convert<T>(v);
+    }
+    if (threadIdx.x == 0) {
+      if (mean_out) mean_out[r] = convert<T>(m);
+      rstd_out[r] = convert<T>(s);
+    }
+  }
+}
+
+template <class T, class Chan>
+__global__ void rows_backward_kernel(const T* g, const T* x, const T* mean, const T* rstd,
+                                     int64_t R, int64_t L, bool center, const T* w, Chan chan,
+                                     T* dx) {
+  using A = acc_t<T>;
+  __shared__ A shared[32];
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const T *gr = g + r * L, *xr = x + r * L;
+    const A m = center ? static_cast<A>(load(mean[r])) : A(0), s = load(rstd[r]);
+    A sgw = 0, sgwx = 0;
+    for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+      const A xhat = (static_cast<A>(load(xr[i])) - m) * s;
+      const A gw = w ? static_cast<A>(load(gr[i])) * static_cast<A>(load(w[chan(r, i)]))
+                     : static_cast<A>(load(gr[i]));
+      sgw += gw;
+      sgwx += gw * xhat;
+    }
+    sgw = block_sum(sgw, shared);
+    sgwx = block_sum(sgwx, shared);
+    const A a = center ? sgw / static_cast<A>(L) : A(0), bb = sgwx / static_cast<A>(L);
+    T* dr = dx + r * L;
+    for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+      const A xhat = (static_cast<A>(load(xr[i])) - m) * s;
+      const A gw = w ? static_cast<A>(load(gr[i])) * static_cast<A>(load(w[chan(r, i)]))
+                     : static_cast<A>(load(gr[i]));
+      dr[i] = convert<T>(s * (gw - a - xhat * bb));
+    }
+  }
+}
+
+// Threads per row: a warp for short rows, up to 512 for long ones.
+int row_threads(int64_t L) {
+  int t = 32;
+  while (t < 512 && t * 8 < L) t *= 2;
+  return t;
+}
+
+unsigned row_blocks(int64_t R) {
+  const int64_t cap = static_cast<int64_t>(ctx().sm_count > 0 ? ctx().sm_count : 132) * 32;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(R, cap)));
+}
+
+// dw, db of the row normalizers: sums over rows of g * xhat and g per affine parameter.
+template <class T>
+struct NormParamTerm {
+  const T *g, *x, *mean, *rstd;
+  // x as [N, C, S]; statistics per row n (layer/RMS norm: G = 0, S = 1) or per (n, group)
+  int64_t C, S, G;
+  __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
+    const int64_t k = (n * C + c) * S + s, r = G > 0 ? n * G + c / (C / G) : n;
+    const double m = mean ? static_cast<double>(load(mean[r])) : 0.0;
+    const double gv = load(g[k]);
+    const double xhat = (static_cast<double>(load(x[k])) - m) * static_cast<double>(load(rstd[r]));
+    return Sum2{gv * xhat, gv};
+  }
+};
+template <class T>
+struct StoreBoth {
+  T *first, *second;
+  __device__ void operator()(int64_t c, Sum2 t) const {
+    if (first) first[c] = convert<T>(t.a);
+    if (second) second[c] = convert<T>(t.b);
+  }
+};
+
+template <class T>
+void row_norm(const Op& op, const Dense& d, Out out) {
+  const bool group = op.kind == OpKind::group_norm, center = op.kind != OpKind::rms_norm;
+  const int64_t G = group ? op.ints[0] : 1;
+  const bool has_w = op.ints[group ? 1 : 0] != 0;
+  const bool has_b = op.kind != OpKind::rms_norm && op.ints[group ? 2 : 1] != 0;
+  const Array& x = d[0];
+  const T* w = has_w ? d.ptr<T>(1) : nullptr;
+  const T* b = has_b ? d.ptr<T>(1 + has_w) : nullptr;
+  T* mean = center ? out[1].data<T>() : nullptr;
+  T* rstd = out[center ? 2 : 1].data<T>();
+  const double eps = op.reals[0];
+  int64_t R, L;
+  if (group) {
+    const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
+    R = N * G;
+    L = C / G * S;
+  } else {
+    R = x.shape[0];
+    L = x.shape[1];
+  }
+  if (R == 0) return;
+  const int threads = row_threads(L);
+  if (group) {
+    const GroupChan chan{G, x.shape[1] / G, x.shape[2]};
+    rows_forward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
+        x.data<T>(), R, L, true, eps, w, b, chan, out[0].data<T>(), mean, rstd);
+  } else {
+    rows_forward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
+        x.data<T>(), R, L, center, eps, w, b, PlainChan{}, out[0].data<T>(), mean, rstd);
+  }
+  CUDA_LAUNCH_CHECK();
+}
+
+template <class T>
+void row_norm_backward(const Op& op, const Dense& d, Out out) {
+  // inputs: grad, x, [mean,] rstd[, w]; outputs: dx[, dw[, db]]
+  const bool group = op.kind == OpKind::group_norm_backward;
+  const bool center = op.kind != OpKind::rms_norm_backward;
+  const int64_t G = group ? op.ints[0] : 1;
+  const bool has_w = op.ints[group ? 1 : 0] != 0;
+  const Array& x = d[1];
+  const T* g = d.ptr<T>(0);
+  const T* mean = center ? d.ptr<T>(2) : nullptr;
+  const T* rstd = d.ptr<T>(center ? 3 : 2);
+  const T* w = has_w ? d.ptr<T>(center ? 4 : 3) : nullptr;
+  T* dw = out.size() > 1 ? out[1].data<T>() : nullptr;
+  T* db = out.size() > 2 ? out[2].data<T>() : nullptr;
+  int64_t R, L, N = 0, C = 0, S = 0;
+  if (group) {
+    N = x.shape[0];
+    C = x.shape[1];
+    S = x.shape[2];
+    R = N * G;
+    L = C / G * S;
+  } else {
+    R = x.shape[0];
+    L = x.shape[1];
+  }
+  if (R > 0 && L > 0) {
+    const int threads = row_threads(L);
+    if (group) {
+      rows_backward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
+          g, x.data<T>(), mean, rstd, R, L, true, w, GroupChan{G, C / G, S}, out[0].data<T>());
+    } else {
+      rows_backward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
+          g, x.data<T>(), mean, rstd, R, L, center, w, PlainChan{}, out[0].data<T>());
+    }
+    CUDA_LAUNCH_CHECK();
+  }
+  if (!dw && !db) return;
+  const StoreBoth<T> store{dw, db};
+  if (group)
+    channel_sums(N, C, S, NormParamTerm<T>{g, x.data<T>(), mean, rstd, C, S, G}, store);
+  else
+    channel_sums(R, L, 1, NormParamTerm<T>{g, x.data<T>(), mean, rstd, L, 1, 0}, store);
+}
+
+// ---- batch norm: per-channel statistics of x [N, C, S] ----
+
+// Sums of x - K and its square, K being the channel's first element: shifting by a value near
+// the mean keeps the variance from cancelling away.
+template <class T>
+struct ShiftedMoments {
+  const T* x;
+  int64_t C, S;
+  __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
+    const double v =
+        static_cast<double>(load(x[(n * C + c) * S + s])) - static_cast<double>(load(x[c * S]));
+    return Sum2{v, v * v};
+  }
+};
+template <class T>
+struct StoreMoments {
+  const T* x;
+  int64_t S;
+  double M;
+  T *mean, *var;
+  __device__ void operator()(int64_t c, Sum2 t) const {
+    const double k = M > 0 ? static_cast<double>(load(x[c * S])) : 0.0;
+    const double m = t.a / M, v = t.b / M - m * m;
+    mean[c] = convert<T>(k + m);
+    var[c] = convert<T>(v < 0 ? 0.0 : v);  // NaN (no elements) stays NaN
+  }
+};
+
+// Per-channel coefficients of an elementwise pass over [N, C, S]: out = a * x + b (forward) or
+// a * g + b * (x - m) + c (input gradient).
+template <class A>
+struct Coef {
+  A a, b, c, m;
+};
+
+template <class T>
+__global__ void batch_norm_coef_kernel(int64_t C, const T* mean, const T* var, const T* w,
+                                       const T* b, double eps, Coef<acc_t<T>>* coef) {
+  using A = acc_t<T>;
+  CRISP_GRID_STRIDE(c, C) {
+    const double s = 1 / sqrt(static_cast<double>(load(var[c])) + eps);
+    const A scale = static_cast<A>(s * (w ? static_cast<double>(load(w[c])) : 1.0));
+    const A shift = static_cast<A>((b ? static_cast<double>(load(b[c])) : 0.0) -
+                                   static_cast<double>(load(mean[c])) * scale);
+    coef[c] = Coef<A>{scale, shift, 0, 0};
+  }
+}
+
+// Threads cover whole planes (n, c): one division per plane instead of one per element. Short
+// planes are packed several to a block.
+template <class T, bool Grad>
+__global__ void channel_affine_kernel(int64_t planes, int64_t C, int64_t S, int64_t per_block,
+                                      const T* x, const T* g, const Coef<acc_t<T>>* coef, T* out) {
+  using A = acc_t<T>;
+  int64_t sub = 0, s0, step;
+  if (per_block > 1) {
+    sub = threadIdx.x / S;
+    s0 = threadIdx.x - sub * S;
+    step = S;
+    if (sub >= per_block) return;
+  } else {
+    s0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  }
+  for (int64_t p = blockIdx.y * per_block + sub; p < planes; p += gridDim.y * per_block) {
+    const Coef<A> k = coef[p % C];
+    for (int64_t s = s0; s < S; s += step) {
+      const int64_t i = p * S + s;
+      const A xv = load(x[i]);
+      if constexpr (Grad)
+        out[i] = convert<T>(k.a * static_cast<A>(load(g[i])) + k.b * (xv - k.m) + k.c);
+      else
+        out[i] = convert<T>(xv * k.a + k.b);
+    }
+  }
+}
+
+template <class T, bool Grad>
+void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
+                    const Coef<acc_t<T>>* coef, T* out) {
+  const int64_t planes = N * C;
+  if (planes == 0 || S == 0) return;
+  int64_t per_block = 1, gx = 1;
+  if (S < kBlock)
+    per_block = kBlock / S;
+  else
+    gx = std::min<int64_t>((S + kBlock - 1) / kBlock, 32);
+  const int64_t gy = std::min<int64_t>((planes + per_block - 1) / per_block, 65535);
+  channel_affine_kernel<T, Grad>
+      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0, ctx().stream>>>(
+          planes, C, S, per_block, x, g, coef, out);
+  CUDA_LAUNCH_CHECK();
+}
+
+template <class T>
+struct BatchNormGradTerm {
+  const T *g, *x, *mean, *var;
+  double eps;
+  int64_t C, S;
+  __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
+    const int64_t k = (n * C + c) * S + s;
+    const double r = 1 / sqrt(static_cast<double>(load(var[c])) + eps);
+    const double gv = load(g[k]);
+    return Sum2{gv, gv * (static_cast<double>(load(x[k])) - load(mean[c])) * r};
+  }
+};
+
+// dw = sum g * xhat, db = sum g; and the coefficients of dx = w * r * (g - [training] (db / M +
+// xhat * dw / M)) with r = 1 / sqrt(var + eps), xhat = (x - mean) * r.
+template <class T>
+struct StoreBatchNormGrad {
+  T *dw, *db;
+  const T *mean, *var, *w;
+  double eps, M;
+  bool training;
+  Coef<acc_t<T>>* coef;
+  __device__ void operator()(int64_t c, Sum2 t) const {
+    using A = acc_t<T>;
+    dw[c] = convert<T>(t.b);
+    db[c] = convert<T>(t.a);
+    const double r = 1 / sqrt(static_cast<double>(load(var[c])) + eps);
+    const double wr = (w ? static_cast<double>(load(w[c])) : 1.0) * r;
+    Coef<A> k{static_cast<A>(wr), 0, 0, static_cast<A>(static_cast<double>(load(mean[c])))};
+    if (training) {
+      k.b = static_cast<A>(-wr * r * t.b / M);
+      k.c = static_cast<A>(-wr * t.a / M);
+    }
+    coef[c] = k;
+  }
+};
+
+template <class T>
+void batch_norm_op(const Op& op, const Dense& d, Out out) {
+  switch (op.kind) {
+    case OpKind::batch_norm_stats: {
+      const Array& x = d[0];
+      const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
+      return channel_sums(N, C, S, ShiftedMoments<T>{x.data<T>(), C, S},
+                          StoreMoments<T>{x.data<T>(), S, static_cast<double>(N * S),
+                                          out[0].data<T>(), out[1].data<T>()});
+    }
+    case OpKind::batch_norm: {
+      const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
+      const Array& x = d[0];
+      const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
+      if (x.numel() == 0) return;
+      Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
+      launch(batch_norm_coef_kernel<T>, C, d.ptr<T>(1), d.ptr<T>(2), has_w ? d.ptr<T>(3) : nullptr,
+             has_b ? d.ptr<T>(3 + has_w) : nullptr, op.reals[0], coef.as<Coef<acc_t<T>>>());
+      return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, coef.as<Coef<acc_t<T>>>(),
+                                      out[0].data<T>());
+    }
+    case OpKind::batch_norm_backward: {
+      // inputs: grad, x, mean, var[, w]; outputs: dx, dw, db
+      const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
+      const Array& x = d[1];
+      const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
+      if (C == 0) return;
+      const double eps = op.reals[0];
+      Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
+      const T *mean = d.ptr<T>(2), *var = d.ptr<T>(3);
+      channel_sums(N, C, S, BatchNormGradTerm<T>{d.ptr<T>(0), x.data<T>(), mean, var, eps, C, S},
+                   StoreBatchNormGrad<T>{
+                       out[1].data<T>(), out[2].data<T>(), mean, var, has_w ? d.ptr<T>(4) : nullptr,
+                       eps, static_cast<double>(N * S), training, coef.as<Coef<acc_t<T>>>()});
+      return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), coef.as<Coef<acc_t<T>>>(),
+                                     out[0].data<T>());
+    }
+    default:
+      unsupported(op, d[0].dtype);
+  }
+}
+
+// ---- embedding ----
+
+constexpr int kBadIndex = 1;
+
+template <class T>
+__global__ void embedding_kernel(int64_t n, const int64_t* idx, const T* w, int64_t V, int64_t D,
+                                 T* out, DeviceFault* fault) {
+  CRISP_GRID_STRIDE(i, n) {
+    const int64_t m = i / D, v = idx[m];
+    if (v < 0 || v >= V) {
+      report_fault(fault, kBadIndex, v);
+      out[i] = T{};
+      continue;
+    }
+    out[i] = w[v * D + (i - m * D)];
+  }
+}
+
+// acc[idx[m], d] += g[m, d]; out-of-range indices are skipped, as on the CPU.
+template <class T, class A>
+__global__ void embedding_backward_kernel(int64_t n, const T* g, const int64_t* idx, int64_t V,
+                                          int64_t D, A* acc) {
+  CRISP_GRID_STRIDE(i, n) {
+    const int64_t m = i / D, v = idx[m];
+    if (v < 0 || v >= V) continue;
+    atomicAdd(acc + v * D + (i - m * D), static_cast<A>(load(g[i])));
+  }
+}
+
+template <class T, class A>
+__global__ void convert_kernel(int64_t n, const A* src, T* dst) {
+  CRISP_GRID_STRIDE(i, n) { dst[i] = convert<T>(src[i]); }
+}
+
+void embedding(const Op& op, In in, Out out) {
+  Dense d(in);
+  if (op.kind == OpKind::embedding) {
+    const Array& w = d[1];
+    const int64_t V = w.shape[0], D = w.shape[1];
+    DeviceFault* fault = ctx().fault();
+    visit_float(w.dtype, op_name(op.kind), [&](auto tag) {
+      using T = decltype(tag);
+      launch(embedding_kernel<T>, out[0].numel(), d.ptr<int64_t>(0), w.data<T>(), V, D,
+             out[0].data<T>(), fault);
+    });
+    ctx().check_fault([&](int, long long v) {
+      return detail::cat("index ", v, " is out of range for ", V, " embeddings");
+    });
+    return;
+  }
+  // embedding_backward: grad [M, D], indices [M] -> [V, D]
+  const Array& o = out[0];
+  const int64_t V = o.shape[0], D = o.shape[1], n = d[0].numel();
+  visit_float(o.dtype, op_name(op.kind), [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (is_half_v<T>) {
+      // 16-bit sums accumulate in float, then round once.
+      Buffer acc(static_cast<size_t>(o.numel()) * sizeof(float));
+      CUDA_CHECK(cudaMemsetAsync(acc.get(), 0, acc.size(), ctx().stream));
+      launch(embedding_backward_kernel<T, float>, n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D,
+             acc.as<float>());
+      launch(convert_kernel<T, float>, o.numel(), static_cast<const float*>(acc.as<float>()),
+             o.data<T>());
+    } else {
+      CUDA_CHECK(
+          cudaMemsetAsync(o.raw(), 0, static_cast<size_t>(o.numel()) * sizeof(T), ctx().stream));
+      launch(embedding_backward_kernel<T, T>, n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D, o.data<T>());
+    }
+  });
+}
+
+// ---- negative log-likelihood ----
+
+constexpr int kBadTarget = 2;
+
+template <class T>
+struct Nll {
+  const T* logp;
+  const int64_t* target;  // class indices [N, S]
+  const T* prob;          // or probabilities [N, C, S]
+  const T* w;             // class weights [C] or null
+  int64_t N, C, S;
+  int64_t ignore;
+  double eps;
+  DeviceFault* fault;
+
+  __device__ double wc(int64_t c) const { return w ? static_cast<double>(load(w[c])) : 1.0; }
+  __device__ double lp(int64_t n, int64_t c, int64_t s) const {
+    return load(logp[(n * C + c) * S + s]);
+  }
+
+  // Element j = n * S + s: its loss and its weight in the mean's denominator.
+  __device__ Sum2 term(int64_t n, int64_t s) const {
+    const int64_t j = n * S + s;
+    if (prob) {
+      double acc = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double p = static_cast<double>(load(prob[(n * C + c) * S + s])) * (1 - eps) + eps / C;
+        acc -= wc(c) * p * lp(n, c, s);
+      }
+      return Sum2{acc, 1};
+    }
+    const int64_t t = target[j];
+    if (t == ignore) return Sum2{0, 0};
+    if (t < 0 || t >= C) {
+      if (fault) report_fault(fault, kBadTarget, t);
+      return Sum2{0, 0};
+    }
+    double acc = (1 - eps) * wc(t) * -lp(n, t, s);
+    if (eps > 0) {
+      double smooth = 0;
+      for (int64_t k = 0; k < C; ++k) smooth -= wc(k) * lp(n, k, s);
+      acc += eps / C * smooth;
+    }
+    return Sum2{acc, wc(t)};
+  }
+  __device__ Sum2 operator()(int64_t, int64_t n, int64_t s) const { return term(n, s); }
+};
+
+template <class T>
+__global__ void nll_none_kernel(int64_t n, Nll<T> f, T* out) {
+  CRISP_GRID_STRIDE(j, n) { out[j] = convert<T>(f.term(j / f.S, j % f.S).a); }
+}
+
+template <class T>
+struct StoreReduced {
+  T* out;
+  bool mean;
+  __device__ void operator()(int64_t, Sum2 t) const { out[0] = convert<T>(mean ? t.a / t.b : t.a); }
+};
+
+// The mean's denominator for class targets: the summed weights of the counted elements.
+template <class T>
+struct CountedWeight {
+  Nll<T> f;
+  __device__ Sum2 operator()(int64_t, int64_t n, int64_t s) const {
+    const int64_t t = f.target[n * f.S + s];
+    const bool counted = t != f.ignore && t >= 0 && t < f.C;
+    return Sum2{counted ? f.wc(t) : 0.0, 0};
+  }
+};
+struct StoreDouble {
+  double* out;
+  __device__ void operator()(int64_t, Sum2 t) const { out[0] = t.a; }
+};
+
+template <class T>
+__global__ void nll_backward_kernel(int64_t n, Nll<T> f, const T* g, bool per_element,
+                                    const double* den_dev, double den, T* dlogp, T* dprob) {
+  CRISP_GRID_STRIDE(k, n) {
+    const int64_t s = k % f.S, nc = k / f.S, c = nc % f.C, nn = nc / f.C, j = nn * f.S + s;
+    const double dn = den_dev ? *den_dev : den;
+    if (f.prob) {
+      const double sc = static_cast<double>(load(g[per_element ? j : 0])) / dn;
+      const double p = static_cast<double>(load(f.prob[k])) * (1 - f.eps) + f.eps / f.C;
+      dlogp[k] = convert<T>(-sc * f.wc(c) * p);
+      dprob[k] = convert<T>(-sc * f.wc(c) * static_cast<double>(load(f.logp[k])) * (1 - f.eps));
+      continue;
+    }
+    const int64_t t = f.target[j];
+    const bool counted = t != f.ignore && t >= 0 && t < f.C;
+    const double sc = counted ? static_cast<double>(load(g[per_element ? j : 0])) / dn : 0.0;
+    double v = f.eps / f.C * f.wc(c);
+    if (c == t) v += (1 - f.eps) * f.wc(c);
+    dlogp[k] = convert<T>(-sc * v);
+  }
+}
+
+void nll_loss(const Op& op, In in, Out out) {
+  Dense d(in);
+  const bool prob = op.ints[0] != 0, has_w = op.ints[3] != 0;
+  const int64_t ignore = op.ints[1], reduction = op.ints[2];
+  const bool backward = op.kind == OpKind::nll_loss_backward;
+  const size_t base = backward ? 1 : 0;  // the backward's inputs start with the gradient
+  const Array& logp = d[base];
+  const int64_t N = logp.shape[0], C = logp.shape[1], S = logp.shape[2];
+  visit_float(logp.dtype, op_name(op.kind), [&](auto tag) {
+    using T = decltype(tag);
+    Nll<T> f{logp.data<T>(),
+             prob ? nullptr : d.ptr<int64_t>(base + 1),
+             prob ? d.ptr<T>(base + 1) : nullptr,
+             has_w ? d.ptr<T>(base + 2) : nullptr,
+             N,
+             C,
+             S,
+             ignore,
+             op.reals[0],
+             nullptr};
+    if (!backward) {
+      f.fault = prob ? nullptr : ctx().fault();
+      if (reduction == 0)
+        launch(nll_none_kernel<T>, N * S, f, out[0].data<T>());
+      else
+        channel_sums(N, 1, S, f, StoreReduced<T>{out[0].data<T>(), reduction == 1});
+      if (!prob)
+        ctx().check_fault([&](int, long long v) {
+          return detail::cat("target ", v, " is out of range for ", C, " classes (ignore_index is ",
+                             ignore, ")");
+        });
+      return;
+    }
+    Buffer den_buf;
+    const double* den_dev = nullptr;
+    double den = 1;
+    if (reduction == 1) {
+      if (prob) {
+        den = static_cast<double>(N * S);
+      } else {
+        den_buf = Buffer(sizeof(double));
+        channel_sums(N, 1, S, CountedWeight<T>{f}, StoreDouble{den_buf.as<double>()});
+        den_dev = den_buf.as<double>();
+      }
+    }
+    launch(nll_backward_kernel<T>, N * C * S, f, d.ptr<T>(0), reduction == 0, den_dev, den,
+           out[0].data<T>(), prob ? out[1].data<T>() : nullptr);
+  });
+}
+
+void norm(const Op& op, In in, Out out) {
+  Dense d(in);
+  visit_float(in[0].dtype, op_name(op.kind), [&](auto tag) {
+    using T = decltype(tag);
+    switch (op.kind) {
+      case OpKind::layer_norm:
+      case OpKind::rms_norm:
+      case OpKind::group_norm:
+        return row_norm<T>(op, d, out);
+      case OpKind::layer_norm_backward:
+      case OpKind::rms_norm_backward:
+      case OpKind::group_norm_backward:
+        return row_norm_backward<T>(op, d, out);
+      default:
+        return batch_norm_op<T>(op, d, out);
+    }
+  });
+}
+
+}  // namespace
+
+void nn(const Op& op, In in, Out out) {
+  switch (op.kind) {
+    case OpKind::conv:
+    case OpKind::conv_backward_input:
+    case OpKind::conv_backward_weight:
+      return conv_family(op, in, out);
+    case OpKind::channel_sum:
+      return channel_sum(op, in, out[0]);
+    case OpKind::max_pool:
+    case OpKind::max_pool_backward:
+    case OpKind::avg_pool:
+    case OpKind::avg_pool_backward:
+      return pool(op, in, out);
+    case OpKind::layer_norm:
+    case OpKind::layer_norm_backward:
+    case OpKind::rms_norm:
+    case OpKind::rms_norm_backward:
+    case OpKind::group_norm:
+    case OpKind::group_norm_backward:
+    case OpKind::batch_norm_stats:
+    case OpKind::batch_norm:
+    case OpKind::batch_norm_backward:
+      return norm(op, in, out);
+    case OpKind::embedding:
+    case OpKind::embedding_backward:
+      return embedding(op, in, out);
+    case OpKind::nll_loss:
+    case OpKind::nll_loss_backward:
+      return nll_loss(op, in, out);
+    default:
+      unsupported(op, in.empty() ? DType::f32 : in[0].dtype);
+  }
+}
+
+}  // namespace crisp::cuda

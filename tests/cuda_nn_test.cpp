@@ -1,0 +1,261 @@
+// The CUDA nn, indexing and optimizer kernels against the CPU backend on inputs large enough to
+// take the paths the small conformance cases do not: measured cuDNN algorithms, split
+// per-channel sums, packed and wide plane passes, long rows, atomics under repeated indices.
+#include <functional>
+
+#include "testing.h"
+
+namespace crisp::testing {
+
+class CudaNn : public BackendTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, CudaNn, ::testing::Values("cuda"),
+                         [](const auto& info) { return info.param; });
+
+namespace {
+
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+std::vector<Tensor> on_cpu(const std::vector<Tensor>& in) {
+  std::vector<Tensor> host;
+  for (const Tensor& t : in) host.push_back(t.to(Backend::cpu()));
+  return host;
+}
+
+// f and its gradients with respect to the floating inputs agree on CUDA and on the CPU.
+void expect_same(const Fn& f, const std::vector<Tensor>& in, double tol, const char* what,
+                 bool grads = true) {
+  auto run = [&](std::vector<Tensor> xs) {
+    std::vector<Tensor> diff;
+    for (Tensor& x : xs)
+      if (grads && is_floating(x.dtype())) {
+        x = x.detach().requires_grad_();
+        diff.push_back(x);
+      }
+    Tensor y = f(xs);
+    std::vector<Tensor> out{y.detach()};
+    if (!diff.empty()) {
+      Generator gen(7);
+      Tensor g = randn(y.shape(), f32, &gen).cast(y.dtype()).to(y.backend());
+      for (Tensor& d : crisp::grad(y, diff, g)) out.push_back(d);
+    }
+    return out;
+  };
+  std::vector<Tensor> ref = Backend::cpu()->use([&] { return run(on_cpu(in)); });
+  std::vector<Tensor> got = run(in);
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].backend().get(), Backend::cuda().get()) << what;
+    expect_tensors_close(got[i], ref[i], tol,
+                         i == 0 ? what : (std::string(what) + " grad").c_str());
+  }
+}
+
+}  // namespace
+
+TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
+  Tensor x = randn({4, 32, 20, 20}), w = randn({48, 16, 3, 3}), b = randn({48});
+  expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },
+              {x, w, b}, 2e-4, "conv2d");
+  Tensor wt = randn({32, 8, 3, 3});
+  expect_same(
+      [](auto& v) {
+        return conv_transpose2d(v[0], v[1], v[2],
+                                {.stride = {2}, .padding = {1}, .output_padding = {1}});
+      },
+      {x, wt, randn({8})}, 2e-4, "conv_transpose2d");
+  expect_same(
+      [](auto& v) {
+        return conv3d(v[0], v[1], {}, {.stride = {1, 2, 1}});
+      },
+      {randn({2, 8, 10, 12, 10}), randn({16, 8, 3, 3, 3})}, 2e-4, "conv3d");
+  expect_same([](auto& v) { return conv1d(v[0], v[1], v[2], {.padding = {2}, .dilation = {2}}); },
+              {randn({8, 64, 300}), randn({64, 64, 5}), randn({64})}, 2e-4, "conv1d");
+  // 16-bit inputs against the CPU's float32 result; TF32 within its own precision.
+  for (DType dt : {f16, bf16}) {
+    Tensor y = conv2d(x.cast(dt), w.cast(dt), b.cast(dt), {.padding = {1}, .groups = 2});
+    Tensor ref = Backend::cpu()->use([&] {
+      return conv2d(x.to(Backend::cpu()), w.to(Backend::cpu()), b.to(Backend::cpu()),
+                    {.padding = {1}, .groups = 2});
+    });
+    EXPECT_EQ(y.dtype(), dt);
+    expect_tensors_close(y.cast(f32), ref, dt == f16 ? 2e-2 : 8e-2, dtype_name(dt).data());
+  }
+  set_allow_tf32(true);
+  expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },
+              {x, w, b}, 3e-2, "conv2d tf32");
+  set_allow_tf32(false);
+}
+
+TEST_P(CudaNn, BatchNormMatchesCpuOnEveryPlaneLayout) {
+  for (Shape s : {Shape{16, 24, 24, 24}, Shape{256, 32, 2, 2}, Shape{512, 100}, Shape{4, 8, 50}}) {
+    const int64_t c = s[1];
+    Tensor x = randn(s) * 3 + 5, w = randn({c}), b = randn({c});
+    expect_same([](auto& v) { return batch_norm(v[0], v[1], v[2], true); }, {x, w, b}, 1e-4,
+                "batch_norm training");
+    Tensor rm = randn({c}), rv = rand({c}) + 0.5;
+    expect_same(
+        [](auto& v) {
+          Tensor m = v[3], var = v[4];
+          return batch_norm(v[0], v[1], v[2], false, {&m, &var});
+        },
+        {x, w, b, rm.detach(), rv.detach()}, 1e-4, "batch_norm eval", false);
+  }
+  // Running statistics follow the batch's.
+  Tensor x = randn({64, 16, 7, 7}) + 2;
+  Tensor rm = zeros({16}), rv = ones({16});
+  Tensor rmc = rm.to(Backend::cpu()), rvc = rv.to(Backend::cpu());
+  batch_norm(x, {}, {}, true, {&rm, &rv});
+  Backend::cpu()->use([&] { return batch_norm(x.to(Backend::cpu()), {}, {}, true, {&rmc, &rvc}); });
+  expect_tensors_close(rm, rmc, 1e-5, "running mean");
+  expect_tensors_close(rv, rvc, 1e-5, "running var");
+}
+
+TEST_P(CudaNn, RowNormalizersMatchCpuOnLongAndShortRows) {
+  for (Shape s : {Shape{64, 4096}, Shape{3000, 48}}) {
+    const int64_t d = s[1];
+    Tensor x = randn(s) + 1, w = randn({d}), b = randn({d});
+    expect_same([d](auto& v) { return layer_norm(v[0], {d}, v[1], v[2]); }, {x, w, b}, 1e-4,
+                "layer_norm");
+    expect_same([d](auto& v) { return rms_norm(v[0], {d}, v[1]); }, {x, w}, 1e-4, "rms_norm");
+    expect_same([d](auto& v) { return layer_norm(v[0], {d}); }, {x}, 1e-4, "layer_norm plain");
+  }
+  Tensor x = randn({6, 64, 30, 30}), w = randn({64}), b = randn({64});
+  expect_same([](auto& v) { return group_norm(v[0], 8, v[1], v[2]); }, {x, w, b}, 1e-4,
+              "group_norm");
+  expect_same([](auto& v) { return group_norm(v[0], 4, v[1], v[2]); },
+              {randn({64, 16, 3}), randn({16}), randn({16})}, 1e-4, "group_norm short rows");
+  for (DType dt : {f16, bf16})
+    expect_same([](auto& v) { return layer_norm(v[0], {512}, v[1], v[2]); },
+                {randn({128, 512}).cast(dt), randn({512}).cast(dt), randn({512}).cast(dt)}, 5e-2,
+                "layer_norm 16-bit");
+}
+
+TEST_P(CudaNn, PoolingMatchesCpu) {
+  Tensor x = randn({8, 16, 33, 31});
+  expect_same(
+      [](auto& v) { return max_pool2d(v[0], {.kernel = {3}, .stride = {2}, .padding = {1}}); }, {x},
+      1e-6, "max_pool2d");
+  expect_same(
+      [](auto& v) {
+        return max_pool2d(v[0], {.kernel = {2, 3}, .dilation = {2, 1}});
+      },
+      {x}, 1e-6, "max_pool2d dilated");
+  expect_same(
+      [](auto& v) {
+        return avg_pool2d(
+            v[0], {.kernel = {3}, .stride = {2}, .padding = {1}, .count_include_pad = false});
+      },
+      {x}, 1e-5, "avg_pool2d");
+  expect_same(
+      [](auto& v) {
+        return max_pool3d(v[0], {.kernel = {2}, .stride = {1, 2, 2}});
+      },
+      {randn({2, 4, 9, 10, 11})}, 1e-6, "max_pool3d");
+  expect_same([](auto& v) { return avg_pool1d(v[0], {.kernel = {4}, .stride = {3}}); },
+              {randn({4, 8, 100})}, 1e-5, "avg_pool1d");
+  expect_same([](auto& v) { return max_pool2d(v[0], {.kernel = {2}}); },
+              {randn({4, 8, 16, 16}).cast(bf16)}, 1e-2, "max_pool2d bf16");
+}
+
+TEST_P(CudaNn, EmbeddingAndLossesMatchCpu) {
+  Tensor idx = randint(0, 300, {64, 50});  // many repeats: the gradient's atomics collide
+  for (DType dt : {f32, f64, bf16})
+    expect_same([](auto& v) { return embedding(v[0], v[1]); }, {idx, randn({300, 96}).cast(dt)},
+                dt == bf16 ? 2e-2 : 1e-5, "embedding");
+  Tensor logits = randn({512, 1000}), target = randint(0, 1000, {512});
+  target[Slice(0, 20)] = -100;
+  expect_same([](auto& v) { return cross_entropy(v[0], v[1]); }, {logits, target}, 1e-5,
+              "cross_entropy");
+  Tensor wc = rand({1000}) + 0.5;
+  expect_same(
+      [](auto& v) {
+        return cross_entropy(v[0], v[1], {.label_smoothing = 0.1, .weight = v[2].detach()});
+      },
+      {logits, target, wc}, 1e-5, "cross_entropy smoothed, weighted", false);
+  expect_same([](auto& v) { return cross_entropy(v[0], v[1], {.reduction = "sum"}); },
+              {randn({16, 10, 40, 3}), randint(0, 10, {16, 40, 3})}, 1e-5,
+              "cross_entropy spatial sum");
+  expect_same([](auto& v) { return cross_entropy(v[0], softmax(v[1], 1), {.reduction = "none"}); },
+              {randn({64, 30}), randn({64, 30})}, 1e-5, "cross_entropy probabilities");
+}
+
+TEST_P(CudaNn, IndexingMatchesCpuOnLargeInputs) {
+  Tensor x = randn({200, 300}), xt = randn({300, 200}).t();
+  Tensor idx = randint(-300, 300, {200, 250});
+  idx = where(idx < 0, idx + 300, idx);
+  expect_same([](auto& v) { return gather(v[0], 1, v[1]); }, {xt, idx}, 0, "gather strided");
+  expect_same([](auto& v) { return scatter_add(v[0], 1, v[1], v[2]); }, {x, idx, randn({200, 250})},
+              1e-5, "scatter_add repeated");
+  expect_same([](auto& v) { return scatter(v[0], 1, v[1], v[2]); }, {x, idx, randn({200, 250})}, 0,
+              "scatter repeated: the last write wins", false);
+  Tensor rows = randint(0, 200, {500});
+  expect_same([](auto& v) { return index_select(v[0], 0, v[1]); }, {xt, rows}, 0, "index_select");
+  expect_same([](auto& v) { return index_add(v[0], 0, v[1], v[2]); }, {x, rows, randn({500, 300})},
+              1e-5, "index_add repeated");
+  expect_same([](auto& v) { return concat({v[0], v[1], v[0] * 2}, 1); }, {x, xt}, 0, "concat");
+  expect_same([](auto& v) { return pad(v[0], {3, 5, 2, 1}, "reflect"); }, {xt}, 0, "pad reflect");
+  expect_same([](auto& v) { return pad(v[0], {1, -2, 0, 4}, "constant", 2.5); }, {xt}, 0, "pad");
+  expect_same([](auto& v) { return flip(v[0], {0, 1}) + 0; }, {xt}, 0, "flip");
+  expect_same([](auto& v) { return tril(v[0], -3) + triu(v[0], 5); }, {xt}, 0, "tril/triu");
+  Tensor y = x.cast(i64);
+  y[Slice(1, _, 3), Slice(2, _, 7)] = 9;
+  Tensor yc = x.to(Backend::cpu()).cast(i64);
+  Backend::cpu()->use([&] { yc[Slice(1, _, 3), Slice(2, _, 7)] = 9; });
+  EXPECT_EQ(y.to_vector<int64_t>(), yc.to_vector<int64_t>());
+}
+
+TEST_P(CudaNn, OptimizerStepsMatchCpu) {
+  struct Case {
+    const char* name;
+    std::function<std::unique_ptr<optim::Optimizer>(Tensor*)> make;
+  };
+  const std::vector<Case> cases = {
+      {"sgd",
+       [](Tensor* p) {
+         return std::make_unique<optim::SGD>(
+             std::vector<nn::NamedParam>{{"p", p}},
+             optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
+       }},
+      {"adam",
+       [](Tensor* p) {
+         return std::make_unique<optim::Adam>(
+             std::vector<nn::NamedParam>{{"p", p}},
+             optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1, .amsgrad = true});
+       }},
+      {"adamw",
+       [](Tensor* p) {
+         return std::make_unique<optim::AdamW>(std::vector<nn::NamedParam>{{"p", p}},
+                                               optim::AdamWOptions{.lr = 0.01});
+       }},
+      {"rmsprop",
+       [](Tensor* p) {
+         return std::make_unique<optim::RMSprop>(
+             std::vector<nn::NamedParam>{{"p", p}},
+             optim::RMSpropOptions{.lr = 0.01, .momentum = 0.5, .centered = true});
+       }},
+  };
+  for (DType dt : {f32, f64, bf16}) {
+    for (const Case& c : cases) {
+      Tensor init = randn({100, 70}).cast(dt);
+      Tensor p = init.detach().requires_grad_();
+      Tensor pc = init.to(Backend::cpu()).detach().requires_grad_();
+      auto opt = c.make(&p);
+      auto optc = Backend::cpu()->use([&] { return c.make(&pc); });
+      for (int step = 0; step < 3; ++step) {
+        Tensor g = randn({100, 70}).cast(dt);
+        opt->zero_grad();
+        (p * g).sum().backward();
+        opt->step();
+        Backend::cpu()->use([&] {
+          optc->zero_grad();
+          (pc * g.to(Backend::cpu())).sum().backward();
+          optc->step();
+          return 0;
+        });
+      }
+      expect_tensors_close(p, pc, dt == bf16 ? 1e-2 : dt == f64 ? 1e-12 : 1e-5, c.name);
+    }
+  }
+}
+
+}  // namespace crisp::testing

@@ -1,0 +1,199 @@
+// The CUDA backend against the CPU backend on inputs large and oddly laid out enough to take
+// every kernel path (split reductions, block scans, radix sorts, strided batches), plus the
+// backend's own API: random streams equal to the CPU's, transfers, memory statistics.
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "testing.h"
+
+namespace crisp::testing {
+
+class CudaBackend : public BackendTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, CudaBackend, ::testing::Values("cuda"),
+                         [](const auto& info) { return info.param; });
+
+namespace {
+
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// f on the inputs (on CUDA) agrees with f on their CPU copies.
+void expect_same(const Fn& f, const std::vector<Tensor>& in, double tol, const char* what) {
+  auto cpu = Backend::cpu();
+  std::vector<Tensor> host;
+  for (const Tensor& t : in) host.push_back(t.to(cpu));
+  Tensor ref = cpu->use([&] { return f(host); });
+  Tensor got = f(in);
+  EXPECT_EQ(got.backend().get(), Backend::cuda().get()) << what;
+  EXPECT_EQ(got.dtype(), ref.dtype()) << what;
+  expect_tensors_close(got, ref, tol, what);
+}
+
+}  // namespace
+
+TEST_P(CudaBackend, ElementwiseMatchesCpuOnLargeBroadcastAndStridedInputs) {
+  Tensor x = randn({1000, 257}), b = randn({257}), c = randn({1000, 1});
+  expect_same([](auto& v) { return exp(v[0]) * v[1] + v[2] / (1 + v[0] * v[0]); }, {x, b, c}, 1e-5,
+              "broadcast arithmetic");
+  expect_same([](auto& v) { return sigmoid(v[0]) + gelu(v[0]) + mish(v[0]) + tanh(v[0]); }, {x.t()},
+              1e-5, "unary on a transposed view");
+  expect_same([](auto& v) { return where(v[0] > v[1], v[0], v[2]); }, {x, b, c}, 0, "where");
+  expect_same([](auto& v) { return maximum(v[0], v[1]) - minimum(v[0], v[1]); }, {x, b}, 0,
+              "maximum/minimum");
+  Tensor i = randint(-1000, 1000, {4096}, i32), d = randint(1, 50, {4096}, i32);
+  expect_same([](auto& v) { return v[0] / v[1] + v[0] * v[1] - v[1]; }, {i, d}, 0, "int32");
+  expect_same([](auto& v) { return (v[0] / (-v[1])).cast(i64); }, {i, d}, 0, "floor division");
+  for (DType to : {f16, bf16, f64, i32, i64, u8, bool_}) {
+    expect_same([to](auto& v) { return (v[0] * 10).cast(to).cast(f64); }, {x.abs()}, 0, "cast");
+  }
+  expect_same([](auto& v) { return (v[0].cast(f16) * 3).cast(f32); }, {x}, 0, "half arithmetic");
+  expect_same([](auto& v) { return pow(abs(v[0]), v[1]); }, {x, b}, 1e-5, "pow");
+}
+
+TEST_P(CudaBackend, ReductionsMatchCpuOnEveryPath) {
+  Tensor x = randn({3000, 700});
+  const double tol = 1e-5;
+  expect_same([](auto& v) { return sum(v[0], {0}); }, {x}, tol, "column sums (split)");
+  expect_same([](auto& v) { return sum(v[0], {1}); }, {x}, tol, "row sums");
+  expect_same([](auto& v) { return sum(v[0]); }, {x}, tol, "full sum (split)");
+  expect_same([](auto& v) { return sum(v[0].t(), {1}); }, {x}, tol, "sum of a transposed view");
+  expect_same(
+      [](auto& v) {
+        return mean(v[0].reshape({30, 100, 700}), {0, 2});
+      },
+      {x}, tol, "two axes");
+  for (int64_t axis : {0, 1}) {
+    expect_same([axis](auto& v) { return max(v[0], {axis}) - min(v[0], {axis}); }, {x}, 0,
+                "max/min");
+    expect_same([axis](auto& v) { return argmax(v[0], axis) * 7 + argmin(v[0], axis); }, {x}, 0,
+                "argmax/argmin");
+    expect_same([axis](auto& v) { return logsumexp(v[0], {axis}); }, {x}, tol, "logsumexp");
+  }
+  expect_same([](auto& v) { return argmax(v[0]); }, {x}, 0, "flat argmax");
+  Tensor near_one = uniform({1000, 64}, 0.99, 1.01, f64);
+  expect_same([](auto& v) { return prod(v[0], {0}); }, {near_one}, 1e-12, "prod");
+  expect_same([](auto& v) { return sum(v[0].cast(f16), {1}).cast(f32); }, {x}, 1e-3, "f16 sum");
+  Tensor ints = randint(-5, 5, {200, 300});
+  expect_same([](auto& v) { return sum(v[0], {0}) + prod(clamp(v[0], 1, 2), {1}).sum(); }, {ints},
+              0, "integer sums");
+  expect_same([](auto& v) { return sum(v[0] > 0, {1}); }, {x}, 0, "bool count");
+  expect_same([](auto& v) { return all(v[0] > -4, {0}).cast(i64) + any(v[0] > 3, {0}); }, {x}, 0,
+              "all/any");
+  // NaN wins max and argmax.
+  Tensor nan = full({1}, std::numeric_limits<double>::quiet_NaN(), f32);
+  Tensor with_nan = concat({x.reshape({-1})[Slice(0, 5000)], nan, x.reshape({-1})[Slice(0, 99)]});
+  expect_same([](auto& v) { return max(v[0]); }, {with_nan}, 0, "max with NaN");
+  expect_same([](auto& v) { return argmax(v[0]) + argmin(v[0]); }, {with_nan}, 0, "arg with NaN");
+}
+
+TEST_P(CudaBackend, AlongAxisOpsMatchCpuOnLongAndShortLines) {
+  for (Shape s : {Shape{4, 5000}, Shape{20000, 7}}) {
+    Tensor x = randn(s) * 4;
+    for (int64_t axis : {0, 1}) {
+      expect_same([axis](auto& v) { return softmax(v[0], axis); }, {x}, 1e-5, "softmax");
+      expect_same([axis](auto& v) { return log_softmax(v[0], axis); }, {x}, 1e-5, "log_softmax");
+    }
+  }
+  Tensor w = randn({300, 50}, f64);
+  expect_same(
+      [](auto& v) {
+        Tensor x = v[0].detach().requires_grad_();
+        Tensor g = grad((softmax(x, 1) * v[1]).sum() + (log_softmax(x, 0) * v[1]).sum(), {x})[0];
+        return g;
+      },
+      {randn({300, 50}, f64), w}, 1e-9, "softmax backward");
+  expect_same([](auto& v) { return cumsum(v[0], 1); }, {randn({3, 100000}, f64)}, 1e-9,
+              "long cumsum");
+  expect_same([](auto& v) { return cumsum(v[0], 0); }, {randn({100, 5000})}, 1e-5, "many cumsums");
+  expect_same([](auto& v) { return cumprod(v[0], 1); }, {uniform({50, 300}, 0.9, 1.1, f64)}, 1e-9,
+              "cumprod");
+  expect_same([](auto& v) { return cumsum(v[0], 0) + cumprod(clamp(v[0], 1, 2), 0); },
+              {randint(-3, 3, {2000, 3})}, 0, "integer scans");
+  // Sorting: ties (stability), NaN, both directions, several dtypes.
+  Tensor keys = round(randn({3, 20000}) * 10);
+  Tensor with_nan = where(rand({3, 20000}) < 0.01, full({1}, NAN, f32), keys);
+  for (bool desc : {false, true}) {
+    for (const Tensor& k : {keys, with_nan, keys.cast(i64), keys.cast(f16), keys.t()}) {
+      expect_same([desc](auto& v) { return sort(v[0], -1, desc).values.cast(f64); }, {k}, 0,
+                  "sort values");
+      expect_same([desc](auto& v) { return sort(v[0], -1, desc).indices; }, {k}, 0, "sort indices");
+    }
+  }
+  expect_same([](auto& v) { return sort(v[0], 0, true).indices; }, {keys}, 0, "sort axis 0");
+}
+
+TEST_P(CudaBackend, MatmulMatchesCpuForBatchesViewsAndDtypes) {
+  Tensor a = randn({4, 1, 33, 65}, f64), b = randn({1, 3, 65, 17}, f64);
+  expect_same([](auto& v) { return matmul(v[0], v[1]); }, {a, b}, 1e-12, "broadcast batch");
+  expect_same([](auto& v) { return matmul(v[1].transpose(-2, -1), v[0].transpose(-2, -1)); },
+              {a, b}, 1e-12, "transposed views");
+  expect_same([](auto& v) { return matmul(v[0][Ellipsis, Slice(_, _, 2), Slice()], v[1]); }, {a, b},
+              1e-12, "row-strided view");
+  expect_same([](auto& v) { return matmul(v[0].cast(f32), v[1].cast(f32)).cast(f64); }, {a, b},
+              1e-5, "float32");
+  for (DType dt : {f16, bf16}) {
+    expect_same([dt](auto& v) { return matmul(v[0].cast(dt), v[1].cast(dt)).cast(f64); }, {a, b},
+                3e-2, "16-bit");
+  }
+  Tensor ia = randint(-100, 100, {2, 5, 7}, i32), ib = randint(-100, 100, {7, 3}, i32);
+  expect_same([](auto& v) { return matmul(v[0], v[1]); }, {ia, ib}, 0, "int32");
+  // TF32 is off by default (float32-accurate) and, when allowed, close to it.
+  Tensor x = randn({256, 512}), y = randn({512, 128});
+  Tensor ref = matmul(x.cast(f64), y.cast(f64));
+  EXPECT_FALSE(allow_tf32());
+  expect_tensors_close(matmul(x, y), ref, 1e-5, "float32");
+  set_allow_tf32(true);
+  Tensor fast = matmul(x, y);
+  set_allow_tf32(false);
+  expect_tensors_close(fast, ref, 2e-2, "tf32");
+}
+
+TEST_P(CudaBackend, RandomStreamsEqualTheCpus) {
+  auto cpu = Backend::cpu();
+  auto draw = [](auto make) {
+    manual_seed(1234);
+    return make().template to_vector<double>();
+  };
+  auto same = [&](auto make, const char* what) {
+    std::vector<double> got = draw(make);
+    std::vector<double> ref = cpu->use([&] { return draw(make); });
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], ref[i], 1e-15 * (1 + std::abs(ref[i]))) << what << " at " << i;
+  };
+  same([] { return rand({5000}); }, "rand");
+  same([] { return randn({5000}); }, "randn");
+  same([] { return randn({5000}, f64); }, "randn f64");
+  same([] { return uniform({5000}, -3, 2, bf16); }, "uniform bf16");
+  same([] { return randn({5000}, f16); }, "randn f16");
+  same([] { return randint(-7, 1000, {5000}); }, "randint");
+  same([] { return randperm(3000); }, "randperm");
+}
+
+TEST_P(CudaBackend, TransfersAndMemoryStatistics) {
+  auto cuda = Backend::cuda();
+  EXPECT_CRISP_ERROR(Backend::cuda(1000), "out of range");
+  std::vector<float> host(3'000'001);
+  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(i % 1013) * 0.5f;
+  const MemoryStats before = cuda->memory_stats();
+  {
+    Tensor t(host, {static_cast<int64_t>(host.size())}, f32);  // staged through pinned memory
+    EXPECT_EQ(t.backend().get(), cuda.get());
+    const MemoryStats during = cuda->memory_stats();
+    EXPECT_GE(during.allocated, before.allocated + host.size() * sizeof(float));
+    EXPECT_GE(during.peak, during.allocated);
+    EXPECT_GE(during.reserved, during.allocated);
+    EXPECT_EQ(t.to_vector<float>(), host);
+    Tensor m = t[Slice(0, 3'000'000)].reshape({1000, 3000});
+    std::vector<float> col = m.t()[5].to_vector<float>();  // a strided read
+    for (int64_t r = 0; r < 1000; ++r)
+      ASSERT_EQ(col[static_cast<size_t>(r)], host[static_cast<size_t>(r * 3000 + 5)]);
+    // Across backends both ways, and in another backend's scope.
+    Tensor back = m.to(Backend::cpu());
+    EXPECT_TRUE(back.backend()->is_cpu());
+    expect_tensors_close(Backend::cpu()->use([&] { return m.sum(1); }), m.sum(1), 1e-6);
+  }
+  EXPECT_LE(cuda->memory_stats().allocated, before.allocated);
+}
+
+}  // namespace crisp::testing

@@ -1,0 +1,50 @@
+# Trains (train ARGS, two epochs of STEPS/2 steps) straight through, and again interrupted
+# after step STOP_AFTER with checkpoints every SAVE_EVERY steps, then resumed from the last
+# checkpoint. The resumed run must log exactly the same per-step losses (steps.csv) and end
+# with the same epoch metrics.
+file(REMOVE_RECURSE ${WORK})
+string(REPLACE "|" ";" args "${ARGS}")
+set(common train ${args} --epochs 2 --seed 3 --backend cpu)
+
+function(crisp)
+  execute_process(COMMAND ${CRISP} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+    ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "crisp ${ARGN}: exit ${rc}\n${out}${err}")
+  endif()
+  set(last "${out}" PARENT_SCOPE)
+endfunction()
+
+crisp(${common} --out ${WORK}/straight)
+crisp(${common} --out ${WORK}/broken --save-every ${SAVE_EVERY} --stop-after ${STOP_AFTER})
+crisp(train --resume ${WORK}/broken/checkpoint.safetensors)
+math(EXPR saved "${STOP_AFTER} / ${SAVE_EVERY} * ${SAVE_EVERY}")
+if(NOT last MATCHES "resuming .* \\(step ${saved}\\)")
+  message(FATAL_ERROR "expected to resume from step ${saved}:\n${last}")
+endif()
+
+file(READ ${WORK}/straight/steps.csv a)
+file(READ ${WORK}/broken/steps.csv b)
+if(NOT a STREQUAL b)
+  message(FATAL_ERROR "per-step losses differ after resuming:\n--- uninterrupted:\n${a}\n"
+    "--- resumed:\n${b}")
+endif()
+string(REGEX MATCHALL "\n" rows "${a}")
+list(LENGTH rows n)
+math(EXPR expected "${STEPS} + 1")
+if(NOT n EQUAL expected)
+  message(FATAL_ERROR "expected ${STEPS} steps, steps.csv has ${n} lines:\n${a}")
+endif()
+# epoch, train loss and accuracy, test loss and accuracy (not the times)
+foreach(run straight broken)
+  file(STRINGS ${WORK}/${run}/metrics.csv lines)
+  set(metrics_${run} "")
+  foreach(line ${lines})
+    string(REPLACE "," ";" fields "${line}")
+    list(SUBLIST fields 0 5 fields)
+    list(APPEND metrics_${run} "${fields}")
+  endforeach()
+endforeach()
+if(NOT metrics_straight STREQUAL metrics_broken)
+  message(FATAL_ERROR "epoch metrics differ:\n${metrics_straight}\n${metrics_broken}")
+endif()

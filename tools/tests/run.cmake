@@ -1,0 +1,22 @@
+# Runs CRISP with ARGS ('|'-separated) and checks the exit status (RC) and that stdout and
+# stderr match the regular expressions STDOUT and STDERR; ONE_LINE: stderr is a single line.
+string(REPLACE "|" ";" args "${ARGS}")
+execute_process(COMMAND ${CRISP} ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+  ERROR_VARIABLE err)
+set(where "crisp ${args}\n--- stdout:\n${out}\n--- stderr:\n${err}")
+if(NOT rc STREQUAL RC)
+  message(FATAL_ERROR "exit status ${rc}, expected ${RC}: ${where}")
+endif()
+if(STDOUT AND NOT out MATCHES "${STDOUT}")
+  message(FATAL_ERROR "stdout does not match '${STDOUT}': ${where}")
+endif()
+if(STDERR AND NOT err MATCHES "${STDERR}")
+  message(FATAL_ERROR "stderr does not match '${STDERR}': ${where}")
+endif()
+if(ONE_LINE)
+  string(REGEX MATCHALL "\n" newlines "${err}")
+  list(LENGTH newlines n)
+  if(NOT n EQUAL 1)
+    message(FATAL_ERROR "stderr has ${n} lines, expected one: ${where}")
+  endif()
+endif()
