@@ -6,7 +6,7 @@
 //
 // Usage: gpu_bench [--only a,b] [--skip a,b] [--json PATH] [--backend cuda|cpu] [--quick]
 //                  [--reps N] [--rn50-steps N] [--rn50-warmup N]
-// Pieces: dispatch bandwidth mish cnn rn50_fp32 rn50_tf32 rn50_bf16 rn50_latency.
+// Pieces: dispatch bandwidth mish cnn cnn_tf32 rn50_fp32 rn50_tf32 rn50_bf16 rn50_latency.
 // --quick shrinks every size, for a smoke test of the code paths (e.g. --backend cpu).
 #include <crisp/crisp.h>
 
@@ -204,12 +204,21 @@ class Bench {
       loss.backward();
       opt.step();
     };
-    for (int i = 0; i < warm; ++i) step();
+    // The first steps pick algorithms; a slow backend then gets fewer steps, so that every piece
+    // fits the time of one call (about 10 s of warm-up, 30 s timed).
+    step();
+    const double t_step = per_call(step, 1, 0);
     const float first = loss.item<float>();
     if (!std::isfinite(first)) fail("the training loss is ", first);
+    const int fit_warm = static_cast<int>(10 / std::max(t_step, 1e-3));
+    const int fit_steps = static_cast<int>(30 / std::max(t_step, 1e-3));
+    for (int i = 2; i < std::min(warm, fit_warm); ++i) step();
+    const int timed_steps = std::max(3, std::min(steps, fit_steps));
+    if (timed_steps < steps)
+      std::printf("# %d timed steps (%.2f s per step)\n", timed_steps, t_step);
     // Chunks of steps, each between synchronizations; the median chunk gives the rate.
-    const int chunks = std::max(1, std::min(3, steps));
-    const int per_chunk = std::max(1, steps / chunks);
+    const int chunks = std::min(3, timed_steps);
+    const int per_chunk = timed_steps / chunks;
     std::vector<double> t;
     for (int c = 0; c < chunks; ++c) t.push_back(per_call(step, per_chunk, 0));
     const float last = loss.item<float>();
@@ -321,6 +330,14 @@ int main(int argc, char** argv) {
       return usage(("unknown argument '" + a + "'").c_str());
     }
   }
+
+  const std::vector<std::string> pieces{"dispatch",  "bandwidth", "mish",
+                                        "cnn",       "cnn_tf32",  "rn50_fp32",
+                                        "rn50_tf32", "rn50_bf16", "rn50_latency"};
+  for (const auto* list : {&cfg.only, &cfg.skip})
+    for (const std::string& p : *list)
+      if (std::find(pieces.begin(), pieces.end(), p) == pieces.end())
+        return usage(("unknown piece '" + p + "'").c_str());
 
   std::shared_ptr<Backend> backend;
   if (cfg.backend == "cuda") {

@@ -1,6 +1,7 @@
 // The CUDA nn, indexing and optimizer kernels against the CPU backend on inputs large enough to
 // take the paths the small conformance cases do not: measured cuDNN algorithms, split
 // per-channel sums, packed and wide plane passes, long rows, atomics under repeated indices.
+#include <algorithm>
 #include <functional>
 
 #include "testing.h"
@@ -21,7 +22,8 @@ std::vector<Tensor> on_cpu(const std::vector<Tensor>& in) {
   return host;
 }
 
-// f and its gradients with respect to the floating inputs agree on CUDA and on the CPU.
+// f and its gradients with respect to the floating inputs agree on CUDA and on the CPU (values
+// within tol, gradients within tol or 1e-5).
 void expect_same(const Fn& f, const std::vector<Tensor>& in, double tol, const char* what,
                  bool grads = true) {
   auto run = [&](std::vector<Tensor> xs) {
@@ -45,8 +47,12 @@ void expect_same(const Fn& f, const std::vector<Tensor>& in, double tol, const c
   ASSERT_EQ(got.size(), ref.size()) << what;
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].backend().get(), Backend::cuda().get()) << what;
-    expect_tensors_close(got[i], ref[i], tol,
-                         i == 0 ? what : (std::string(what) + " grad").c_str());
+    // Gradients may sum through atomics, in an order of their own.
+    if (i == 0)
+      expect_tensors_close(got[i], ref[i], tol, what);
+    else
+      expect_tensors_close(got[i], ref[i], std::max(tol, 1e-5),
+                           (std::string(what) + " grad").c_str());
   }
 }
 
@@ -70,16 +76,11 @@ TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
       {randn({2, 8, 10, 12, 10}), randn({16, 8, 3, 3, 3})}, 2e-4, "conv3d");
   expect_same([](auto& v) { return conv1d(v[0], v[1], v[2], {.padding = {2}, .dilation = {2}}); },
               {randn({8, 64, 300}), randn({64, 64, 5}), randn({64})}, 2e-4, "conv1d");
-  // 16-bit inputs against the CPU's float32 result; TF32 within its own precision.
-  for (DType dt : {f16, bf16}) {
-    Tensor y = conv2d(x.cast(dt), w.cast(dt), b.cast(dt), {.padding = {1}, .groups = 2});
-    Tensor ref = Backend::cpu()->use([&] {
-      return conv2d(x.to(Backend::cpu()), w.to(Backend::cpu()), b.to(Backend::cpu()),
-                    {.padding = {1}, .groups = 2});
-    });
-    EXPECT_EQ(y.dtype(), dt);
-    expect_tensors_close(y.cast(f32), ref, dt == f16 ? 2e-2 : 8e-2, dtype_name(dt).data());
-  }
+  // 16-bit data: both backends round the same inputs and accumulate in float.
+  for (DType dt : {f16, bf16})
+    expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },
+                {x.cast(dt), w.cast(dt), b.cast(dt)}, 1e-2, dtype_name(dt).data());
+  // TF32 within its own precision.
   set_allow_tf32(true);
   expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },
               {x, w, b}, 3e-2, "conv2d tf32");

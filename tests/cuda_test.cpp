@@ -77,8 +77,8 @@ TEST_P(CudaBackend, ReductionsMatchCpuOnEveryPath) {
   expect_same([](auto& v) { return sum(v[0], {0}) + prod(clamp(v[0], 1, 2), {1}).sum(); }, {ints},
               0, "integer sums");
   expect_same([](auto& v) { return sum(v[0] > 0, {1}); }, {x}, 0, "bool count");
-  expect_same([](auto& v) { return all(v[0] > -4, {0}).cast(i64) + any(v[0] > 3, {0}); }, {x}, 0,
-              "all/any");
+  expect_same([](auto& v) { return all(v[0] > -4, {0}).cast(i64) + any(v[0] > 3, {0}).cast(i64); },
+              {x}, 0, "all/any");
   // NaN wins max and argmax.
   Tensor nan = full({1}, std::numeric_limits<double>::quiet_NaN(), f32);
   Tensor with_nan = concat({x.reshape({-1})[Slice(0, 5000)], nan, x.reshape({-1})[Slice(0, 99)]});
@@ -137,11 +137,12 @@ TEST_P(CudaBackend, MatmulMatchesCpuForBatchesViewsAndDtypes) {
   }
   Tensor ia = randint(-100, 100, {2, 5, 7}, i32), ib = randint(-100, 100, {7, 3}, i32);
   expect_same([](auto& v) { return matmul(v[0], v[1]); }, {ia, ib}, 0, "int32");
-  // TF32 is off by default (float32-accurate) and, when allowed, close to it.
+  // TF32 is off by default (float32-accurate: TF32's 10-bit mantissa would miss 1e-4 by far)
+  // and, when allowed, close to it.
   Tensor x = randn({256, 512}), y = randn({512, 128});
   Tensor ref = matmul(x.cast(f64), y.cast(f64));
   EXPECT_FALSE(allow_tf32());
-  expect_tensors_close(matmul(x, y), ref, 1e-5, "float32");
+  expect_tensors_close(matmul(x, y), ref, 1e-4, "float32");
   set_allow_tf32(true);
   Tensor fast = matmul(x, y);
   set_allow_tf32(false);
@@ -172,7 +173,12 @@ TEST_P(CudaBackend, RandomStreamsEqualTheCpus) {
 
 TEST_P(CudaBackend, TransfersAndMemoryStatistics) {
   auto cuda = Backend::cuda();
-  EXPECT_CRISP_ERROR(Backend::cuda(1000), "out of range");
+  try {
+    Backend::cuda(1000);
+    ADD_FAILURE() << "expected an error for device 1000";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("CUDA device 1000 is out of range"), std::string::npos) << e.what();
+  }
   std::vector<float> host(3'000'001);
   for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(i % 1013) * 0.5f;
   const MemoryStats before = cuda->memory_stats();

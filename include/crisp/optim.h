@@ -7,6 +7,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "crisp/error.h"
@@ -33,9 +34,9 @@ struct RMSpropOptions {
   bool centered = false, maximize = false;
 };
 
-// Parameters that share hyper-parameters:
-//   optim::Adam opt({{model.a->parameters(), {.lr = 1e-3}}, {model.b->parameters(), {.lr =
-//   1e-4}}});
+// Parameters that share hyper-parameters. Every optimizer takes a list of groups:
+//   optim::Adam opt({{model.a->parameters(), {.lr = 1e-3}},
+//                    {model.b->parameters(), {.lr = 1e-4}}});
 template <class Options>
 struct ParamGroup {
   std::vector<nn::NamedParam> params;
@@ -72,7 +73,8 @@ class Optimizer {
   void set_lr(size_t group, double lr, Loc loc = Loc::current());
 
  protected:
-  // A parameter and its state; buffers are indexed like buffer_names() (undefined = none yet).
+  // A parameter and its state; buffers are indexed like the constructor's buffer_names
+  // (undefined = none yet).
   struct Slot {
     nn::NamedParam param;
     std::string key;  // its name in state()
@@ -92,6 +94,7 @@ class Optimizer {
   void add_group(const std::vector<nn::NamedParam>& params);
 
   virtual const char* kind() const = 0;
+  // The group's hyper-parameters, as named in state(); the first is the learning rate.
   virtual std::vector<Hyper> hyper(size_t group) = 0;
   // Throws when the group's hyper-parameters are out of range.
   virtual void check_options(size_t group) const = 0;

@@ -217,6 +217,21 @@ void conv_weight_grad(const Geom& g, const C* x, const C* dy, C* dw) {
   if (first) std::fill_n(dw, g.O * CgK, C(0));  // no samples
 }
 
+// The sum of p[0, n) in lanes: one running sum would be a chain of dependent additions (the
+// compiler may not reorder them), sixteen independent ones vectorize.
+template <class C>
+double lane_sum(const C* p, int64_t n) {
+  constexpr int64_t L = 16;
+  C lanes[L] = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int64_t j = 0; j < L; ++j) lanes[j] += p[i + j];
+  double s = 0;
+  for (; i < n; ++i) s += p[i];
+  for (int64_t j = 0; j < L; ++j) s += lanes[j];
+  return s;
+}
+
 template <class C>
 void channel_sum(const Array& x, Array& out) {
   Dense<C> xd(x);
@@ -225,12 +240,7 @@ void channel_sum(const Array& x, Array& out) {
   parallel_for(Ch, N * Ch * S, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {
       double acc = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const C* p = xd.data() + (n * Ch + c) * S;
-        C part = 0;
-        for (int64_t i = 0; i < S; ++i) part += p[i];
-        acc += part;
-      }
+      for (int64_t n = 0; n < N; ++n) acc += lane_sum(xd.data() + (n * Ch + c) * S, S);
       r[c] = static_cast<C>(acc);
     }
   });

@@ -7,8 +7,6 @@
 // pool splits a convolution itself: the batch into one slice per thread (weight gradients are
 // summed over the slices), or a single image's output channels.
 
-#include <dlfcn.h>
-
 #include <dnnl.hpp>
 #include <exception>
 #include <map>
@@ -28,41 +26,6 @@ dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
-
-// The OpenMP runtime oneDNN was built with, found at run time (crisp itself does not link it).
-struct OpenMp {
-  int (*get_max_threads)() = nullptr;
-  void (*set_num_threads)(int) = nullptr;
-  bool found() const { return get_max_threads && set_num_threads; }
-};
-
-const OpenMp& openmp() {
-  static const OpenMp omp = [] {
-    OpenMp o;
-    o.get_max_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
-    o.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-    return o;
-  }();
-  return omp;
-}
-
-// oneDNN on one thread for the scope's lifetime; the caller's own OpenMP setting comes back.
-class OneThread {
- public:
-  OneThread() {
-    if (!openmp().found()) return;
-    saved_ = openmp().get_max_threads();
-    if (saved_ != 1) openmp().set_num_threads(1);
-  }
-  ~OneThread() {
-    if (saved_ > 1) openmp().set_num_threads(saved_);
-  }
-  OneThread(const OneThread&) = delete;
-  OneThread& operator=(const OneThread&) = delete;
-
- private:
-  int saved_ = 0;
-};
 
 memory::desc plain(const memory::dims& dims) {
   memory::dims strides(dims.size(), 1);
@@ -204,7 +167,7 @@ std::shared_ptr<const Prepared> cached_primitive(const Signature& s) {
   if (auto it = cache.find(s); it != cache.end()) return it->second;
   std::shared_ptr<const Prepared> p;
   try {
-    OneThread one;  // primitives are tuned for the thread count they are created under
+    SerialOpenMp one;  // primitives are tuned for the thread count they are created under
     p = std::make_shared<const Prepared>(make_primitive(s));
   } catch (const dnnl::error&) {
     p = nullptr;
@@ -341,7 +304,7 @@ bool conv_dnnl(const Op& op, In in, Out out) {
 
   // The slices: of the batch when there is one image per thread or more; of a single image's
   // output channels for its forward pass (the weights, bias and output split along them).
-  const int64_t threads = openmp().found() ? num_threads() : 1;
+  const int64_t threads = SerialOpenMp::available() ? num_threads() : 1;
   int64_t parts = std::min<int64_t>(threads, N);
   bool by_channel = false;
   if (parts == 1 && op.kind == OpKind::conv && groups == 1 && threads > 1 && s.y[1] >= 32) {
@@ -379,7 +342,7 @@ bool conv_dnnl(const Op& op, In in, Out out) {
   float* const partial = partials.data();  // the tasks run on other threads
 
   run_tasks(parts, [&](int64_t i) {
-    OneThread one;
+    SerialOpenMp one;
     const int64_t lo = bounds[static_cast<size_t>(i)];
     const Prepared& p = *prims[static_cast<size_t>(i)];
     switch (op.kind) {

@@ -348,15 +348,16 @@ void elementwise(const Op& op, In in, Out out) {
     return visit_dtype(o.dtype, [&](auto tag) {
       using T = decltype(tag);
       // A select through bit masks: `c ? x : y` compiles to a branch here, which random
-      // conditions (a ReLU's gradient) mispredict half the time, 10x slower.
+      // conditions (a ReLU's gradient) mispredict half the time, 10x slower. The condition is
+      // read as bytes (bools hold 0 or 1): loops over bool do not vectorize.
       using U = std::conditional_t<
           sizeof(T) == 8, uint64_t,
           std::conditional_t<sizeof(T) == 4, uint32_t,
                              std::conditional_t<sizeof(T) == 2, uint16_t, uint8_t>>>;
       static_assert(sizeof(U) == sizeof(T));
-      map<T, bool, T, T>(
+      map<T, uint8_t, T, T>(
           o,
-          [](bool c, T x, T y) {
+          [](uint8_t c, T x, T y) {
             const U m = static_cast<U>(U(0) - static_cast<U>(c));
             return std::bit_cast<T>(static_cast<U>((std::bit_cast<U>(x) & m) |
                                                    (std::bit_cast<U>(y) & static_cast<U>(~m))));

@@ -1,6 +1,8 @@
 // A small fork-join thread pool: one job at a time, tasks handed out by an atomic counter.
 #include "cpu/thread_pool.h"
 
+#include <dlfcn.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -116,6 +118,39 @@ FlushDenormals::~FlushDenormals() { _mm_setcsr(saved_); }
 FlushDenormals::FlushDenormals() {}
 FlushDenormals::~FlushDenormals() {}
 #endif
+
+namespace {
+
+// The OpenMP runtime some libraries bring, found at run time: crisp itself does not link it.
+struct OpenMp {
+  int (*get_max_threads)() = nullptr;
+  void (*set_num_threads)(int) = nullptr;
+};
+
+const OpenMp& openmp() {
+  static const OpenMp omp = [] {
+    OpenMp o;
+    o.get_max_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    o.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    if (!o.get_max_threads || !o.set_num_threads) o = OpenMp{};
+    return o;
+  }();
+  return omp;
+}
+
+}  // namespace
+
+bool SerialOpenMp::available() { return openmp().set_num_threads != nullptr; }
+
+SerialOpenMp::SerialOpenMp() {
+  if (!available()) return;
+  saved_ = openmp().get_max_threads();
+  if (saved_ != 1) openmp().set_num_threads(1);
+}
+
+SerialOpenMp::~SerialOpenMp() {
+  if (saved_ > 1) openmp().set_num_threads(saved_);
+}
 
 int num_threads() { return pool().size(); }
 bool in_parallel() { return inside; }

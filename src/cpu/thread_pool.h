@@ -15,6 +15,23 @@ bool in_parallel();
 // all are done. Nested calls, and calls while another thread uses the pool, run serially.
 void run_parallel(int64_t tasks, const std::function<void(int64_t)>& task);
 
+// Keeps libraries that thread through OpenMP (Debian's oneDNN) on the calling thread for the
+// scope's lifetime, restoring the thread's setting after. Their idle OpenMP workers would spin
+// for milliseconds after each call, competing with this pool for the cores; instead the pool
+// splits such work itself. available() is false where no OpenMP runtime was found to ask (the
+// libraries then thread as they like, and callers should not split their work).
+class SerialOpenMp {
+ public:
+  SerialOpenMp();
+  ~SerialOpenMp();
+  SerialOpenMp(const SerialOpenMp&) = delete;
+  SerialOpenMp& operator=(const SerialOpenMp&) = delete;
+  static bool available();
+
+ private:
+  int saved_ = 0;
+};
+
 // Treats denormal floats as zero on this thread for the scope's lifetime. Arithmetic on
 // denormals is ~100x slower on x86, and values that small are noise in training; PyTorch's
 // set_flush_denormal does the same. Pool workers run with it always on.

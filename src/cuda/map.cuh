@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 
 #include "cuda/common.cuh"
 
@@ -24,16 +25,44 @@ Operand<T> operand(const Array& a, const Strided& s) {
   return Operand<T>{static_cast<const T*>(a.storage->data), s, unit};
 }
 
+// Four consecutive elements, loaded and stored as one access (16 bytes for float).
+template <class T>
+struct alignas(4 * sizeof(T)) Pack {
+  T v[4];
+};
+
+template <class T>
+bool pack_aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+}
+
 // Each thread handles kUnroll elements a block apart per step: coalesced, with several
 // independent loads in flight.
 inline constexpr int kUnroll = 4;
 
+// vec: every operand is contiguous and 4-element aligned, so whole packs are read and written.
 template <class O, class F, class... I>
-__global__ void __launch_bounds__(kBlock) map_kernel(O* out, int64_t n, F f, Operand<I>... in) {
+__global__ void __launch_bounds__(kBlock)
+    map_kernel(O* out, int64_t n, bool vec, F f, Operand<I>... in) {
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (vec) {
+    const int64_t packs = n / 4, threads = static_cast<int64_t>(gridDim.x) * kBlock;
+    for (int64_t v = tid; v < packs; v += threads) {
+      Pack<O> r;
+      [&](const Pack<I>&... p) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) r.v[k] = convert<O>(f(load(p.v[k])...));
+      }(reinterpret_cast<const Pack<I>*>(in.data + in.s.offset)[v]...);
+      reinterpret_cast<Pack<O>*>(out)[v] = r;
+    }
+    const int64_t i = packs * 4 + tid;
+    if (i < n) out[i] = convert<O>(f(load(in.data[in.s.offset + i])...));
+    return;
+  }
   const int64_t step = static_cast<int64_t>(gridDim.x) * kBlock * kUnroll;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kBlock * kUnroll + threadIdx.x;
   if ((in.unit && ...)) {
-    for (int64_t base = static_cast<int64_t>(blockIdx.x) * kBlock * kUnroll + threadIdx.x; base < n;
-         base += step) {
+    for (int64_t base = first; base < n; base += step) {
       O r[kUnroll];
 #pragma unroll
       for (int k = 0; k < kUnroll; ++k) {
@@ -47,8 +76,7 @@ __global__ void __launch_bounds__(kBlock) map_kernel(O* out, int64_t n, F f, Ope
       }
     }
   } else {
-    for (int64_t base = static_cast<int64_t>(blockIdx.x) * kBlock * kUnroll + threadIdx.x; base < n;
-         base += step) {
+    for (int64_t base = first; base < n; base += step) {
 #pragma unroll
       for (int k = 0; k < kUnroll; ++k) {
         const int64_t i = base + k * kBlock;
@@ -68,8 +96,11 @@ void map(const Array& out, F f, const std::array<const Array*, sizeof...(I)>& in
   strided_together(out.shape, std::span<const Array* const>(in.data(), in.size()), s);
   const unsigned grid = grid_for((n + kUnroll - 1) / kUnroll);
   [&]<size_t... K>(std::index_sequence<K...>) {
+    const bool vec =
+        pack_aligned<O>(out.data<O>()) &&
+        ((operand<I>(*in[K], s[K]).unit && pack_aligned<I>(in[K]->template data<I>())) && ...);
     map_kernel<O, F, I...>
-        <<<grid, kBlock, 0, ctx().stream>>>(out.data<O>(), n, f, operand<I>(*in[K], s[K])...);
+        <<<grid, kBlock, 0, ctx().stream>>>(out.data<O>(), n, vec, f, operand<I>(*in[K], s[K])...);
   }
   (std::make_index_sequence<sizeof...(I)>{});
   CUDA_LAUNCH_CHECK();
