@@ -1,10 +1,8 @@
 // Internal header of the CUDA backend: the per-device context, error macros, dtype dispatch and
 // the strided-indexing helpers every kernel file shares.
 //
-// The op families are split between files: creation.cu, elementwise.cu, reduce.cu, axis.cu and
-// matmul.cu here; indexing, nn and optim in their own files. Until those three land,
-// pending.cu defines them as "not yet on CUDA" failures: whoever adds indexing.cu / nn.cu /
-// optim.cu deletes the matching function from pending.cu (and the file once it is empty).
+// Each op family has its own file: creation.cu, elementwise.cu (+ binary.cu), reduce.cu,
+// axis.cu, matmul.cu, indexing.cu, nn.cu (+ conv.cu), optim.cu; backend.cu routes to them.
 #pragma once
 
 #include <cublasLt.h>
