@@ -125,7 +125,8 @@ TEST_P(Amp, GradientsOfFloat32ParametersAreFloat32) {
   Tensor target = randint(0, 3, {3});
   auto loss_of = [&](bool autocast) {
     amp::Autocast ac(bf16, autocast);
-    Tensor h = relu(conv(x));
+    // Smooth on purpose: bf16 rounding flips ReLU near 0, which changes gradients by whole terms.
+    Tensor h = tanh(conv(x));
     return cross_entropy(lin(h.flatten(1)), target);
   };
   Tensor loss = loss_of(true);
