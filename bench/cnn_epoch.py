@@ -57,6 +57,9 @@ if args.max_batches:
 env = dict(os.environ)
 if "OPENBLAS_CORETYPE" not in env and " avx512f" in open("/proc/cpuinfo").read():
     env["OPENBLAS_CORETYPE"] = "SkylakeX"
+# PyTorch's own threads and OpenBLAS's compete for the cores; one BLAS thread is PyTorch's best
+# setting here (0.175 s per batch against 0.194 s with the defaults).
+env.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def run(cmd, env=None):
@@ -97,7 +100,8 @@ if full:
               f" {'':7s}  >= 0.86")
 print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
       f"peer: torch {peer['torch']} with {peer['threads']} threads, "
-      f"OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE', '')}")
+      f"OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE', '')} "
+      f"OPENBLAS_NUM_THREADS={env['OPENBLAS_NUM_THREADS']}")
 if args.json:
     with open(args.json, "w") as f:
         json.dump({"crisp": crisp, "peer": peer}, f, indent=1)

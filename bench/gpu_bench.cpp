@@ -216,6 +216,7 @@ class Bench {
     const int timed_steps = std::max(3, std::min(steps, fit_steps));
     if (timed_steps < steps)
       std::printf("# %d timed steps (%.2f s per step)\n", timed_steps, t_step);
+    backend_->reset_profile();  // CRISP_PROFILE tables then show the timed steps only
     // Chunks of steps, each between synchronizations; the median chunk gives the rate.
     const int chunks = std::min(3, timed_steps);
     const int per_chunk = timed_steps / chunks;

@@ -98,10 +98,22 @@ TEST_P(Amp, ReductionsSoftmaxNormsAndLossesStayFloat32) {
   same(nn::mse_loss(x, y), nn::mse_loss(xf, y), "mse_loss");
   same(nn::l1_loss(x, y), nn::l1_loss(xf, y), "l1_loss");
   EXPECT_EQ(nn::binary_cross_entropy_with_logits(x, rand({4, 6})).dtype(), f32);
-  // batch_norm runs in its parameters' dtype: float32 ones take the bf16 activations up.
+  // batch_norm keeps bf16 activations in bf16, as PyTorch does, with statistics and parameter
+  // gradients in float32: the float32 op's values, rounded once to bf16.
   nn::BatchNorm1d bn(6);
-  Tensor bn_ref = batch_norm(xf, bn.weight, bn.bias, true);
-  same(bn(x), bn_ref, "batch_norm");
+  Tensor wf = bn.weight.detach().requires_grad_(), bf = bn.bias.detach().requires_grad_();
+  Tensor bn_ref = batch_norm(xf, wf, bf, true);
+  Tensor bn_out = bn(x);
+  EXPECT_EQ(bn_out.dtype(), bf16);
+  expect_tensors_close(bn_out.cast(f32), bn_ref.detach().cast(bf16).cast(f32), 4e-3, "batch_norm");
+  EXPECT_EQ(bn.running_mean.dtype(), f32);
+  expect_tensors_close(bn.running_mean, mean(xf, 0) * 0.1, 1e-6, "running_mean");
+  Tensor cot = randn({4, 6});
+  (bn_out.cast(f32) * cot).sum().backward();
+  (bn_ref * cot.cast(bf16).cast(f32)).sum().backward();
+  EXPECT_EQ(bn.weight.grad().dtype(), f32);
+  expect_tensors_close(bn.weight.grad(), wf.grad(), 1e-2, "batch_norm weight grad");
+  expect_tensors_close(bn.bias.grad(), bf.grad(), 1e-2, "batch_norm bias grad");
   // Mixed floating operands of arithmetic meet in the wider dtype.
   EXPECT_EQ((x + y).dtype(), f32);
   EXPECT_EQ((x * xf).dtype(), f32);

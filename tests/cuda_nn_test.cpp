@@ -101,6 +101,16 @@ TEST_P(CudaNn, BatchNormMatchesCpuOnEveryPlaneLayout) {
         },
         {x, w, b, rm.detach(), rv.detach()}, 1e-4, "batch_norm eval", false);
   }
+  // 16-bit x with float32 parameters (autocast): statistics and parameter gradients in float32.
+  for (Shape s : {Shape{16, 24, 24, 24}, Shape{4, 8, 50}}) {
+    Tensor xh = (randn(s) * 3 + 5).cast(bf16), w = randn({s[1]}), b = randn({s[1]});
+    expect_same(
+        [](auto& v) {
+          amp::Autocast ac(bf16);
+          return batch_norm(v[0], v[1], v[2], true);
+        },
+        {xh, w, b}, 2e-2, "batch_norm bf16 with float32 parameters");
+  }
   // Running statistics follow the batch's.
   Tensor x = randn({64, 16, 7, 7}) + 2;
   Tensor rm = zeros({16}), rv = ones({16});

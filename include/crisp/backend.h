@@ -101,6 +101,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void synchronize() {}
   // Memory statistics (zero where the backend keeps none).
   virtual MemoryStats memory_stats() const { return {}; }
+  // With CRISP_PROFILE=1 in the environment the CUDA backend times every op and prints a table
+  // (GPU and host time per op kind) at exit; this forgets what was timed so far (warm-up).
+  virtual void reset_profile() {}
 
   static std::shared_ptr<Backend> cpu();
   // Throws crisp::Error when CUDA is unavailable or device is out of range.

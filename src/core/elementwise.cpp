@@ -39,6 +39,13 @@ Tensor flat(const char* name, OpKind kind, const Tensor& x, Loc loc, bool float_
   return with_grad(y, {x}, [](const Tensor& g) { return Grads{zeros_like(g)}; });
 }
 
+// g where the relu output y is positive, else 0; differentiable in g (for higher derivatives).
+Tensor relu_grad(const Tensor& y, const Tensor& g) {
+  if (y.dtype() != g.dtype() || y.shape() != g.shape()) return where(y > 0, g, 0);
+  Tensor dx = dispatch(Op{OpKind::relu_backward}, {y, g}, g.shape(), g.dtype());
+  return with_grad(dx, {g}, [y](const Tensor& gg) { return Grads{relu_grad(y, gg)}; });
+}
+
 bool is_comparison(OpKind k) {
   return k == OpKind::eq || k == OpKind::ne || k == OpKind::lt || k == OpKind::le ||
          k == OpKind::gt || k == OpKind::ge;
@@ -163,7 +170,7 @@ Tensor relu(const Tensor& x, Loc loc) {
   check_defined(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
   Tensor y = unary(OpKind::relu, x);
-  return with_grad(y, {x}, [y = y.detach()](const Tensor& g) { return Grads{where(y > 0, g, 0)}; });
+  return with_grad(y, {x}, [y = y.detach()](const Tensor& g) { return Grads{relu_grad(y, g)}; });
 }
 Tensor leaky_relu(const Tensor& x, double slope, Loc loc) {
   return smooth(

@@ -324,11 +324,13 @@ Tensor embedding(const Tensor& indices, const Tensor& weight, Loc loc) {
 
 namespace {
 
-std::optional<Tensor> checked_param(const std::optional<Tensor>& t, const Tensor& x,
-                                    const Shape& shape, const char* what) {
+std::optional<Tensor> checked_param(const std::optional<Tensor>& t, DType dtype, const Shape& shape,
+                                    const char* what) {
   if (!t) return std::nullopt;
   check_defined(*t, what);
-  check_same_dtype(x, *t);
+  if (t->dtype() != dtype)
+    fail("dtype mismatch: ", dtype_name(dtype), " and ", dtype_name(t->dtype()), " (", what,
+         "; cast one of them explicitly)");
   if (t->shape() != shape)
     fail(what, " must have shape ", shape_str(shape), ", got ", shape_str(t->shape()));
   return t;
@@ -347,8 +349,8 @@ Tensor trailing_norm(bool center, const Tensor& x, const Shape& normalized,
     fail("normalized_shape ", shape_str(normalized), " does not match the trailing dims of input ",
          shape_str(x.shape()));
   if (!(eps >= 0)) fail("eps must be >= 0, got ", eps);
-  auto w = checked_param(weight, x, normalized, "weight");
-  auto b = checked_param(bias, x, normalized, "bias");
+  auto w = checked_param(weight, x.dtype(), normalized, "weight");
+  auto b = checked_param(bias, x.dtype(), normalized, "bias");
   const int64_t D = numel_of(normalized), M = D == 0 ? 0 : x.numel() / D;
   std::vector<Tensor> in{reshape(x, {M, D})};
   if (w) in.push_back(reshape(*w, {D}));
@@ -412,8 +414,8 @@ Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& 
   if (groups < 1 || C % groups != 0)
     fail("channels ", C, " are not divisible into ", groups, " groups");
   if (!(eps >= 0)) fail("eps must be >= 0, got ", eps);
-  auto w = checked_param(weight, x, {C}, "weight");
-  auto b = checked_param(bias, x, {C}, "bias");
+  auto w = checked_param(weight, x.dtype(), {C}, "weight");
+  auto b = checked_param(bias, x.dtype(), {C}, "bias");
   const int64_t S = N * C == 0 ? 0 : x.numel() / (N * C);
   Tensor x3 = reshape(x, {N, C, S});
   std::vector<Tensor> in{x3};
@@ -445,23 +447,29 @@ Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& 
 Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
                   const std::optional<Tensor>& bias, bool training, BatchNormState state,
                   double eps, Loc loc) {
-  if (auto dt = amp::batch_norm_dtype(x, weight, state.running_mean))  // autocast
-    return batch_norm(x.cast(*dt), weight, bias, training, state, eps, loc);
+  // Autocast: 16-bit x with float32 parameters is normalized as it is, with statistics and
+  // parameter gradients in float32 (casting x up and back would cost two passes over it); any
+  // other mismatch casts x to the parameters' dtype.
+  const std::optional<DType> autocast = amp::batch_norm_dtype(x, weight, state.running_mean);
+  const bool half_x = x.defined() && (x.dtype() == f16 || x.dtype() == bf16);
+  if (autocast && !(half_x && *autocast == f32))
+    return batch_norm(x.cast(*autocast), weight, bias, training, state, eps, loc);
   CallScope scope("batch_norm", loc);
   check_defined(x);
   check_floating(x);
+  const DType pdt = autocast.value_or(x.dtype());  // statistics' and parameters' dtype
   if (x.ndim() < 2) fail("expected input [N, C, *], got ", shape_str(x.shape()));
   if (!(eps >= 0)) fail("eps must be >= 0, got ", eps);
   const int64_t N = x.shape()[0], C = x.shape()[1];
   const int64_t S = N * C == 0 ? 0 : x.numel() / (N * C);
-  auto w = checked_param(weight, x, {C}, "weight");
-  auto b = checked_param(bias, x, {C}, "bias");
+  auto w = checked_param(weight, pdt, {C}, "weight");
+  auto b = checked_param(bias, pdt, {C}, "bias");
   if ((state.running_mean == nullptr) != (state.running_var == nullptr))
     fail("running_mean and running_var must be given together");
   const bool tracked = state.running_mean != nullptr;
   if (tracked) {
-    checked_param(*state.running_mean, x, {C}, "running_mean");
-    checked_param(*state.running_var, x, {C}, "running_var");
+    checked_param(*state.running_mean, pdt, {C}, "running_mean");
+    checked_param(*state.running_var, pdt, {C}, "running_var");
   }
   const bool batch_stats = training || !tracked;
   if (batch_stats && N * S <= 1)
@@ -469,7 +477,7 @@ Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
   Tensor x3 = reshape(x, {N, C, S});
   Tensor mean, var;
   if (batch_stats) {
-    auto st = dispatch(Op{OpKind::batch_norm_stats}, {x3}, {{{C}, x.dtype()}, {{C}, x.dtype()}});
+    auto st = dispatch(Op{OpKind::batch_norm_stats}, {x3}, {{{C}, pdt}, {{C}, pdt}});
     mean = st[0];
     var = st[1];
     if (training && tracked) {
@@ -498,7 +506,7 @@ Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
     std::vector<Tensor> bin{reshape(g, {N, C, S})};
     bin.insert(bin.end(), saved.begin(), saved.end());
     auto d = dispatch(Op{OpKind::batch_norm_backward, {batch_stats ? 1 : 0, has_w ? 1 : 0}, {eps}},
-                      bin, {{{N, C, S}, g.dtype()}, {{C}, g.dtype()}, {{C}, g.dtype()}});
+                      bin, {{{N, C, S}, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
     Grads out{reshape(d[0], xs)};
     if (has_w) out.push_back(d[1]);
     if (has_b) out.push_back(d[2]);
@@ -589,7 +597,7 @@ Tensor nll(const Tensor& logp_in, const Tensor& target_in, const CrossEntropyOpt
       fail("target ", shape_str(target_in.shape()), " does not match input ",
            shape_str(logp_in.shape()), ": expected ", shape_str(unbatched ? Shape{} : elem_shape));
   }
-  auto w = checked_param(opt.weight, logp, {C}, "weight");
+  auto w = checked_param(opt.weight, logp.dtype(), {C}, "weight");
   Tensor lp3 = reshape(logp, {N, C, S});
   Tensor t3 = prob ? reshape(target, {N, C, S}) : reshape(target, {N, S});
   std::vector<int64_t> ints{prob ? 1 : 0, opt.ignore_index, red, w ? 1 : 0};

@@ -2,6 +2,8 @@
 #include "crisp/tensor.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cstring>
 #include <numeric>
 
@@ -55,12 +57,33 @@ void check_floating(const Tensor& x) {
     fail("expected a floating-point tensor, got ", dtype_name(x.dtype()));
 }
 
+// Scalar operands become 0-d tensors. The same few constants (1, 0.5, an epsilon) recur in
+// every step, and on a GPU making one is a kernel launch of its own, so each thread keeps the
+// last few it made. An entry holds its backend, which its tensor's storage points to.
 Tensor operand_tensor(const Operand& o, DType dtype) {
   if (o.tensor) {
     check_defined(*o.tensor);
     return *o.tensor;
   }
-  return full({}, o.scalar, dtype, o.loc);
+  struct Entry {
+    std::shared_ptr<Backend> backend;
+    DType dtype{};
+    uint64_t bits = 0;
+    Tensor value;
+  };
+  constexpr size_t kEntries = 16;
+  thread_local std::array<Entry, kEntries> cache;
+  thread_local size_t next = 0;
+  Backend& backend = current_backend();
+  const uint64_t bits = std::bit_cast<uint64_t>(o.scalar);
+  for (const Entry& e : cache)
+    if (e.backend.get() == &backend && e.dtype == dtype && e.bits == bits) return e.value;
+  Tensor t = full({}, o.scalar, dtype, o.loc);
+  if (!t.impl()->error) {
+    cache[next] = Entry{backend.shared_from_this(), dtype, bits, t};
+    next = (next + 1) % kEntries;
+  }
+  return t;
 }
 
 // ---- construction and reading ----

@@ -10,6 +10,7 @@
 
 #include "cuda/allocator.h"
 #include "cuda/common.cuh"
+#include "cuda/profile.h"
 
 namespace crisp::cuda {
 
@@ -250,6 +251,14 @@ class CudaBackend final : public Backend {
 
   void run(const Op& op, In in, Out out) override {
     DeviceGuard guard(dev_);
+    if (OpProfile* p = op_profile()) {
+      ProfileScope scope(*p, op.kind, dev_.context.stream);
+      return route(op, in, out);
+    }
+    route(op, in, out);
+  }
+
+  static void route(const Op& op, In in, Out out) {
     const OpKind k = op.kind;
     if (k < OpKind::creation_end) return creation(op, in, out);
     if (k < OpKind::elementwise_end) return elementwise(op, in, out);
@@ -296,6 +305,10 @@ class CudaBackend final : public Backend {
   }
 
   MemoryStats memory_stats() const override { return dev_.allocator.stats(); }
+
+  void reset_profile() override {
+    if (OpProfile* p = op_profile()) p->reset();
+  }
 
  private:
   Device& dev_;

@@ -57,6 +57,7 @@ CRISP_BINARY(Ge, bool, x >= y)
 CRISP_BINARY(And, bool, x != C(0) && y != C(0))
 CRISP_BINARY(Or, bool, x != C(0) || y != C(0))
 CRISP_BINARY(Xor, bool, (x != C(0)) != (y != C(0)))
+CRISP_BINARY(ReluBackward, C, x > C(0) ? y : C(0))
 #undef CRISP_BINARY
 
 // float32 pow in single precision: the double path costs far more and float needs no more.
@@ -144,6 +145,8 @@ void binary(const Op& op, In in, Out out) {
           return arith(Maximum{});
         case OpKind::minimum:
           return arith(Minimum{});
+        case OpKind::relu_backward:
+          return arith(ReluBackward{});
         default:
           break;
       }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
+#include "cuda/map.cuh"
 
 namespace crisp::cuda {
 
@@ -95,8 +96,19 @@ struct Walk {
   }
 };
 
-// One block per (channel, split of the positions): threads walk adjacent positions.
-template <class F>
+// Term (c, n, s) of a per-channel sum, or with V = 4 the sum of terms s*4 .. s*4+3 read as one
+// access (the functor's pack4).
+template <int V, class F>
+__device__ inline Sum2 term(const F& f, int64_t c, int64_t n, int64_t s) {
+  if constexpr (V == 1)
+    return f(c, n, s);
+  else
+    return f.pack4(c, n, s * 4);
+}
+
+// One block per (channel, split of the positions): threads walk adjacent positions (packs of V
+// positions: S, total and chunk count packs).
+template <int V, class F>
 __global__ void partials_by_row(F f, int64_t C, int64_t S, int64_t total, int64_t chunk,
                                 Sum2* partial) {
   __shared__ double sa[32], sb[32];
@@ -105,7 +117,7 @@ __global__ void partials_by_row(F f, int64_t C, int64_t S, int64_t total, int64_
   double a = 0, b = 0;
   Walk w(lo + threadIdx.x, blockDim.x, S);
   for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x, w.next()) {
-    const Sum2 v = f(c, w.n, w.s);
+    const Sum2 v = term<V>(f, c, w.n, w.s);
     a += v.a;
     b += v.b;
   }
@@ -156,15 +168,21 @@ __global__ void finish_partials(int64_t C, Fin fin, int64_t splits, const Sum2* 
   }
 }
 
-template <class F, class Fin>
-void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin) {
+// Sums f's terms over n and s per channel and hands each total to fin. Packable: f has pack4;
+// aligned: its arrays are 4-element aligned. Then planes whose length is a multiple of 4 are
+// read in packs.
+template <bool Packable = false, class F, class Fin>
+void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = false) {
   if (C <= 0) return;
-  const int64_t total = N * S;
   if (S <= 0) S = 1;  // no positions: the walk only needs a divisor
   const bool by_column = S <= 4 && C > 1;
-  const int64_t target = 2 * static_cast<int64_t>(ctx().sm_count > 0 ? ctx().sm_count : 132);
+  const int V = Packable && aligned && !by_column && S % 4 == 0 ? 4 : 1;
+  S /= V;
+  const int64_t total = N * S;
+  // Enough blocks to keep every multiprocessor's memory pipeline full.
+  const int64_t target = 8 * static_cast<int64_t>(ctx().sm_count > 0 ? ctx().sm_count : 132);
   const int64_t blocks = by_column ? (C + 31) / 32 : C;
-  const int64_t per_split = by_column ? 256 : 2048;  // the least work worth a split
+  const int64_t per_split = by_column ? 256 : 2048 / V;  // the least work worth a split
   const int64_t want = (target + blocks - 1) / blocks;
   int64_t splits = std::max<int64_t>(1, std::min<int64_t>({want, total / per_split, 4096}));
   const int64_t chunk = std::max<int64_t>(1, (total + splits - 1) / splits);
@@ -172,10 +190,14 @@ void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin) {
   Buffer partial(static_cast<size_t>(splits * C) * sizeof(Sum2));
   auto* p = partial.as<Sum2>();
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
-  if (by_column)
+  if (by_column) {
     partials_by_column<<<grid, dim3(32, 8), 0, ctx().stream>>>(f, C, S, total, chunk, p);
-  else
-    partials_by_row<<<grid, kBlock, 0, ctx().stream>>>(f, C, S, total, chunk, p);
+  } else if (V == 4) {
+    if constexpr (Packable)
+      partials_by_row<4><<<grid, kBlock, 0, ctx().stream>>>(f, C, S, total, chunk, p);
+  } else {
+    partials_by_row<1><<<grid, kBlock, 0, ctx().stream>>>(f, C, S, total, chunk, p);
+  }
   CUDA_LAUNCH_CHECK();
   finish_partials<<<grid_for(C), kBlock, 0, ctx().stream>>>(C, fin, splits,
                                                             static_cast<const Sum2*>(p));
@@ -238,33 +260,61 @@ PoolGeom pool_geometry(const Op& op, const Shape& xs, const Shape& ys) {
   return g;
 }
 
-__device__ inline void split3(int64_t i, const int64_t* dims, int64_t* c) {
+// A pooling geometry in the index type I its kernel computes in (see narrow_indices).
+template <class I>
+struct PoolIndex {
+  I in[3], out[3], k[3], s[3], p[3], d[3], S, P;
+  bool dilated;
+  explicit PoolIndex(const PoolGeom& g) : S(static_cast<I>(g.S)), P(static_cast<I>(g.P)) {
+    dilated = false;
+    for (int j = 0; j < 3; ++j) {
+      in[j] = static_cast<I>(g.in[j]);
+      out[j] = static_cast<I>(g.out[j]);
+      k[j] = static_cast<I>(g.k[j]);
+      s[j] = static_cast<I>(g.s[j]);
+      p[j] = static_cast<I>(g.p[j]);
+      d[j] = static_cast<I>(g.d[j]);
+      dilated = dilated || g.d[j] != 1;
+    }
+  }
+};
+
+// (c0, c1, c2) of flat index i over dims.
+template <class I>
+__device__ inline void split3(I i, const I* dims, I* c) {
   c[2] = i % dims[2];
   i /= dims[2];
   c[1] = i % dims[1];
   c[0] = i / dims[1];
 }
 
-template <class T>
-__global__ void max_pool_kernel(int64_t n, const T* x, T* y, int64_t* idx, PoolGeom g) {
+// a / s for a >= 0, with the common strides spelled out (a shift, not a division).
+template <class I>
+__device__ inline I div_stride(I a, I s) {
+  return s == 1 ? a : s == 2 ? a >> 1 : a / s;
+}
+
+template <class T, class I>
+__global__ void max_pool_kernel(I n, const T* x, T* y, int64_t* idx, PoolIndex<I> g) {
   using A = acc_t<T>;
-  CRISP_GRID_STRIDE(i, n) {
-    const int64_t pl = i / g.P;
-    int64_t o[3];
-    split3(i - pl * g.P, g.out, o);
-    const T* xp = x + pl * g.S;
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<I>(blockDim.x) * gridDim.x) {
+    const I pl = i / g.P;
+    I o[3];
+    split3<I>(i - pl * g.P, g.out, o);
+    const T* xp = x + static_cast<int64_t>(pl) * g.S;
     A best = -INFINITY;
-    int64_t at = -1;
-    for (int64_t ka = 0; ka < g.k[0]; ++ka) {
-      const int64_t a = o[0] * g.s[0] - g.p[0] + ka * g.d[0];
+    I at = -1;
+    for (I ka = 0; ka < g.k[0]; ++ka) {
+      const I a = o[0] * g.s[0] - g.p[0] + ka * g.d[0];
       if (a < 0 || a >= g.in[0]) continue;
-      for (int64_t kb = 0; kb < g.k[1]; ++kb) {
-        const int64_t b = o[1] * g.s[1] - g.p[1] + kb * g.d[1];
+      for (I kb = 0; kb < g.k[1]; ++kb) {
+        const I b = o[1] * g.s[1] - g.p[1] + kb * g.d[1];
         if (b < 0 || b >= g.in[1]) continue;
-        for (int64_t kc = 0; kc < g.k[2]; ++kc) {
-          const int64_t c = o[2] * g.s[2] - g.p[2] + kc * g.d[2];
+        for (I kc = 0; kc < g.k[2]; ++kc) {
+          const I c = o[2] * g.s[2] - g.p[2] + kc * g.d[2];
           if (c < 0 || c >= g.in[2]) continue;
-          const int64_t pos = (a * g.in[1] + b) * g.in[2] + c;
+          const I pos = (a * g.in[1] + b) * g.in[2] + c;
           const A v = load(xp[pos]);
           // NaN wins, as in PyTorch; ties keep the first.
           if (at < 0 || v > best || (isnan(v) && !isnan(best))) {
@@ -277,6 +327,24 @@ __global__ void max_pool_kernel(int64_t n, const T* x, T* y, int64_t* idx, PoolG
     y[i] = convert<T>(best);
     idx[i] = at;
   }
+}
+
+// Whether every flat index of a pooling op fits in int (32-bit index math is several times
+// cheaper than 64-bit, and pooling kernels are mostly index math).
+bool narrow_indices(const PoolGeom& g) {
+  return g.planes * std::max(g.S, g.P) < (int64_t{1} << 31);
+}
+
+template <class T>
+void max_pool(const T* x, T* y, int64_t* idx, const PoolGeom& g, int64_t n) {
+  if (n <= 0) return;
+  if (narrow_indices(g))
+    max_pool_kernel<T, int><<<grid_for(n), kBlock, 0, ctx().stream>>>(static_cast<int>(n), x, y,
+                                                                      idx, PoolIndex<int>(g));
+  else
+    max_pool_kernel<T, int64_t>
+        <<<grid_for(n), kBlock, 0, ctx().stream>>>(n, x, y, idx, PoolIndex<int64_t>(g));
+  CUDA_LAUNCH_CHECK();
 }
 
 // The window's divisor: its size clipped to the padded input, or to the input itself.
@@ -318,46 +386,70 @@ __global__ void avg_pool_kernel(int64_t n, const T* x, T* y, PoolGeom g) {
   }
 }
 
-// The output positions along one axis whose window covers input position a (with kernel offset
-// k): o * s - p + k * d == a.
-__device__ inline bool window_of(int64_t a, int64_t k, int64_t s, int64_t p, int64_t d, int64_t out,
-                                 int64_t& o) {
-  const int64_t t = a + p - k * d;
-  if (t < 0 || t % s != 0) return false;
-  o = t / s;
-  return o < out;
+// The outputs [lo, hi) along one axis whose window (k positions from o * s - p) covers input
+// position a. For dilated windows, k is the window's extent, so the range only bounds the
+// candidates (max pooling's index test picks the right ones).
+template <class I>
+struct Covering {
+  I lo, hi;
+};
+template <class I>
+__device__ inline Covering<I> covering(I a, I k, I s, I p, I out) {
+  const I t = a + p;  // >= 0
+  Covering<I> c{t < k ? I(0) : div_stride<I>(t - k, s) + 1, div_stride<I>(t, s) + 1};
+  if (c.hi > out) c.hi = out;
+  return c;
 }
 
 // dx at each input position: the gradients of the outputs whose window picked it (max) or
 // covers it (average), gathered rather than scattered, so no atomics are needed.
-template <class T, bool Max>
-__global__ void pool_backward_kernel(int64_t n, const T* g, const int64_t* idx, T* dx,
-                                     PoolGeom geo) {
+template <class T, bool Max, class I>
+__global__ void pool_backward_kernel(I n, const T* g, const int64_t* idx, T* dx, PoolIndex<I> geo,
+                                     PoolGeom full) {
   using A = acc_t<T>;
-  CRISP_GRID_STRIDE(i, n) {
-    const int64_t pl = i / geo.S, pos = i - pl * geo.S;
-    int64_t c[3];
-    split3(pos, geo.in, c);
-    A acc = 0;
-    int64_t o[3];
-    for (int64_t ka = 0; ka < geo.k[0]; ++ka) {
-      if (!window_of(c[0], ka, geo.s[0], geo.p[0], geo.d[0], geo.out[0], o[0])) continue;
-      for (int64_t kb = 0; kb < geo.k[1]; ++kb) {
-        if (!window_of(c[1], kb, geo.s[1], geo.p[1], geo.d[1], geo.out[1], o[1])) continue;
-        for (int64_t kc = 0; kc < geo.k[2]; ++kc) {
-          if (!window_of(c[2], kc, geo.s[2], geo.p[2], geo.d[2], geo.out[2], o[2])) continue;
-          const int64_t oi = pl * geo.P + (o[0] * geo.out[1] + o[1]) * geo.out[2] + o[2];
-          if constexpr (Max) {
-            if (idx[oi] == pos) acc += load(g[oi]);
-          } else {
-            const int64_t div = avg_divisor(geo, o);
-            if (div > 0) acc += load(g[oi]) / static_cast<A>(div);
-          }
-        }
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<I>(blockDim.x) * gridDim.x) {
+    const I pl = i / geo.S, pos = i - pl * geo.S;
+    I c[3];
+    split3<I>(pos, geo.in, c);
+    Covering<I> r[3];
+    for (int j = 0; j < 3; ++j) {
+      if (geo.dilated) {  // every output the undilated extent could reach, filtered below
+        const I span = (geo.k[j] - 1) * geo.d[j] + 1;
+        r[j] = covering<I>(c[j], span, geo.s[j], geo.p[j], geo.out[j]);
+      } else {
+        r[j] = covering<I>(c[j], geo.k[j], geo.s[j], geo.p[j], geo.out[j]);
       }
     }
+    A acc = 0;
+    const T* gp = g + static_cast<int64_t>(pl) * geo.P;
+    for (I o0 = r[0].lo; o0 < r[0].hi; ++o0)
+      for (I o1 = r[1].lo; o1 < r[1].hi; ++o1)
+        for (I o2 = r[2].lo; o2 < r[2].hi; ++o2) {
+          const I oi = (o0 * geo.out[1] + o1) * geo.out[2] + o2;
+          if constexpr (Max) {
+            if (idx[static_cast<int64_t>(pl) * geo.P + oi] == pos) acc += load(gp[oi]);
+          } else {
+            const int64_t o[3] = {o0, o1, o2};
+            const int64_t div = avg_divisor(full, o);
+            if (div > 0) acc += load(gp[oi]) / static_cast<A>(div);
+          }
+        }
     dx[i] = convert<T>(acc);
   }
+}
+
+template <class T, bool Max>
+void pool_backward(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo, int64_t n) {
+  if (n <= 0) return;
+  if (narrow_indices(geo)) {
+    pool_backward_kernel<T, Max, int><<<grid_for(n), kBlock, 0, ctx().stream>>>(
+        static_cast<int>(n), g, idx, dx, PoolIndex<int>(geo), geo);
+  } else {
+    pool_backward_kernel<T, Max, int64_t>
+        <<<grid_for(n), kBlock, 0, ctx().stream>>>(n, g, idx, dx, PoolIndex<int64_t>(geo), geo);
+  }
+  CUDA_LAUNCH_CHECK();
 }
 
 void pool(const Op& op, In in, Out out) {
@@ -367,8 +459,8 @@ void pool(const Op& op, In in, Out out) {
     switch (op.kind) {
       case OpKind::max_pool: {
         const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
-        return launch(max_pool_kernel<T>, out[0].numel(), d.ptr<T>(0), out[0].data<T>(),
-                      out[1].data<int64_t>(), g);
+        return max_pool<T>(d.ptr<T>(0), out[0].data<T>(), out[1].data<int64_t>(), g,
+                           out[0].numel());
       }
       case OpKind::avg_pool: {
         const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
@@ -376,13 +468,12 @@ void pool(const Op& op, In in, Out out) {
       }
       case OpKind::max_pool_backward: {
         const PoolGeom g = pool_geometry(op, out[0].shape, d[0].shape);
-        return launch(pool_backward_kernel<T, true>, out[0].numel(), d.ptr<T>(0), d.ptr<int64_t>(1),
-                      out[0].data<T>(), g);
+        return pool_backward<T, true>(d.ptr<T>(0), d.ptr<int64_t>(1), out[0].data<T>(), g,
+                                      out[0].numel());
       }
       case OpKind::avg_pool_backward: {
         const PoolGeom g = pool_geometry(op, out[0].shape, d[0].shape);
-        return launch(pool_backward_kernel<T, false>, out[0].numel(), d.ptr<T>(0),
-                      static_cast<const int64_t*>(nullptr), out[0].data<T>(), g);
+        return pool_backward<T, false>(d.ptr<T>(0), nullptr, out[0].data<T>(), g, out[0].numel());
       }
       default:
         unsupported(op, in[0].dtype);
@@ -594,18 +685,31 @@ struct ShiftedMoments {
         static_cast<double>(load(x[(n * C + c) * S + s])) - static_cast<double>(load(x[c * S]));
     return Sum2{v, v * v};
   }
+  __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
+    const double k = static_cast<double>(load(x[c * S]));
+    const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + (n * C + c) * S + s);
+    Sum2 t{0, 0};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const double v = static_cast<double>(load(p.v[j])) - k;
+      t.a += v;
+      t.b += v * v;
+    }
+    return t;
+  }
 };
-template <class T>
+// Mean and variance in P, the parameters' type (float32 for 16-bit x under autocast).
+template <class T, class P>
 struct StoreMoments {
   const T* x;
   int64_t S;
   double M;
-  T *mean, *var;
+  P *mean, *var;
   __device__ void operator()(int64_t c, Sum2 t) const {
     const double k = M > 0 ? static_cast<double>(load(x[c * S])) : 0.0;
     const double m = t.a / M, v = t.b / M - m * m;
-    mean[c] = convert<T>(k + m);
-    var[c] = convert<T>(v < 0 ? 0.0 : v);  // NaN (no elements) stays NaN
+    mean[c] = convert<P>(k + m);
+    var[c] = convert<P>(v < 0 ? 0.0 : v);  // NaN (no elements) stays NaN
   }
 };
 
@@ -616,9 +720,9 @@ struct Coef {
   A a, b, c, m;
 };
 
-template <class T>
-__global__ void batch_norm_coef_kernel(int64_t C, const T* mean, const T* var, const T* w,
-                                       const T* b, double eps, Coef<acc_t<T>>* coef) {
+template <class T, class P>
+__global__ void batch_norm_coef_kernel(int64_t C, const P* mean, const P* var, const P* w,
+                                       const P* b, double eps, Coef<acc_t<T>>* coef) {
   using A = acc_t<T>;
   CRISP_GRID_STRIDE(c, C) {
     const double s = 1 / sqrt(static_cast<double>(load(var[c])) + eps);
@@ -629,98 +733,123 @@ __global__ void batch_norm_coef_kernel(int64_t C, const T* mean, const T* var, c
   }
 }
 
-// Threads cover whole planes (n, c): one division per plane instead of one per element. Short
-// planes are packed several to a block.
-template <class T, bool Grad>
-__global__ void channel_affine_kernel(int64_t planes, int64_t C, int64_t S, int64_t per_block,
-                                      const T* x, const T* g, const Coef<acc_t<T>>* coef, T* out) {
+// The elementwise pass as a flat loop, in packs of four where planes hold whole packs (vec),
+// with index arithmetic in I (int where it fits: 32-bit division is far cheaper).
+template <class T, bool Grad, class I>
+__global__ void channel_affine_kernel(I n, I C, I S, bool vec, const T* x, const T* g,
+                                      const Coef<acc_t<T>>* coef, T* out) {
   using A = acc_t<T>;
-  int64_t sub = 0, s0, step;
-  if (per_block > 1) {
-    sub = threadIdx.x / S;
-    s0 = threadIdx.x - sub * S;
-    step = S;
-    if (sub >= per_block) return;
-  } else {
-    s0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  }
-  for (int64_t p = blockIdx.y * per_block + sub; p < planes; p += gridDim.y * per_block) {
-    const Coef<A> k = coef[p % C];
-    for (int64_t s = s0; s < S; s += step) {
-      const int64_t i = p * S + s;
-      const A xv = load(x[i]);
-      if constexpr (Grad)
-        out[i] = convert<T>(k.a * static_cast<A>(load(g[i])) + k.b * (xv - k.m) + k.c);
-      else
-        out[i] = convert<T>(xv * k.a + k.b);
+  const I first = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const I step = static_cast<I>(gridDim.x) * blockDim.x;
+  auto value = [](const Coef<A>& k, A xv, A gv) {
+    if constexpr (Grad)
+      return k.a * gv + k.b * (xv - k.m) + k.c;
+    else
+      return xv * k.a + k.b;
+  };
+  if (vec) {
+    for (I v = first; v < n / 4; v += step) {
+      const Coef<A> k = coef[(v * 4 / S) % C];
+      const Pack<T> xp = reinterpret_cast<const Pack<T>*>(x)[v];
+      Pack<T> gp;
+      if constexpr (Grad) gp = reinterpret_cast<const Pack<T>*>(g)[v];
+      Pack<T> r;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        r.v[j] = convert<T>(value(k, load(xp.v[j]), Grad ? static_cast<A>(load(gp.v[j])) : A(0)));
+      reinterpret_cast<Pack<T>*>(out)[v] = r;
     }
+    return;
+  }
+  for (I i = first; i < n; i += step) {
+    const Coef<A> k = coef[(i / S) % C];
+    out[i] = convert<T>(value(k, load(x[i]), Grad ? static_cast<A>(load(g[i])) : A(0)));
   }
 }
 
 template <class T, bool Grad>
 void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
                     const Coef<acc_t<T>>* coef, T* out) {
-  const int64_t planes = N * C;
-  if (planes == 0 || S == 0) return;
-  int64_t per_block = 1, gx = 1;
-  if (S < kBlock)
-    per_block = kBlock / S;
-  else
-    gx = std::min<int64_t>((S + kBlock - 1) / kBlock, 32);
-  const int64_t gy = std::min<int64_t>((planes + per_block - 1) / per_block, 65535);
-  channel_affine_kernel<T, Grad>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kBlock, 0, ctx().stream>>>(
-          planes, C, S, per_block, x, g, coef, out);
+  const int64_t n = N * C * S;
+  if (n == 0) return;
+  const bool vec =
+      S % 4 == 0 && pack_aligned<T>(x) && pack_aligned<T>(out) && (!Grad || pack_aligned<T>(g));
+  const unsigned grid = grid_for(vec ? n / 4 : n);
+  if (n < (int64_t{1} << 31)) {
+    channel_affine_kernel<T, Grad, int><<<grid, kBlock, 0, ctx().stream>>>(
+        static_cast<int>(n), static_cast<int>(C), static_cast<int>(S), vec, x, g, coef, out);
+  } else {
+    channel_affine_kernel<T, Grad, int64_t>
+        <<<grid, kBlock, 0, ctx().stream>>>(n, C, S, vec, x, g, coef, out);
+  }
   CUDA_LAUNCH_CHECK();
 }
 
-template <class T>
+// Sums of g and g * (x - mean) per channel; the finisher scales the second by 1 / sqrt(var +
+// eps) once per channel rather than once per element.
+template <class T, class P>
 struct BatchNormGradTerm {
-  const T *g, *x, *mean, *var;
-  double eps;
+  const T *g, *x;
+  const P* mean;
   int64_t C, S;
   __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
     const int64_t k = (n * C + c) * S + s;
-    const double r = 1 / sqrt(static_cast<double>(load(var[c])) + eps);
     const double gv = load(g[k]);
-    return Sum2{gv, gv * (static_cast<double>(load(x[k])) - load(mean[c])) * r};
+    return Sum2{gv, gv * (static_cast<double>(load(x[k])) - static_cast<double>(load(mean[c])))};
+  }
+  __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
+    const int64_t k = (n * C + c) * S + s;
+    const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + k);
+    const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + k);
+    const double m = static_cast<double>(load(mean[c]));
+    Sum2 t{0, 0};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const double gv = load(gp.v[j]);
+      t.a += gv;
+      t.b += gv * (static_cast<double>(load(xp.v[j])) - m);
+    }
+    return t;
   }
 };
 
-// dw = sum g * xhat, db = sum g; and the coefficients of dx = w * r * (g - [training] (db / M +
-// xhat * dw / M)) with r = 1 / sqrt(var + eps), xhat = (x - mean) * r.
-template <class T>
+// dw = sum g * xhat = r * sum g (x - mean), db = sum g (in P); and the coefficients of dx = w *
+// r * (g - [training] (db / M + xhat * dw / M)) with r = 1 / sqrt(var + eps), xhat = (x - mean)
+// * r.
+template <class T, class P>
 struct StoreBatchNormGrad {
-  T *dw, *db;
-  const T *mean, *var, *w;
+  P *dw, *db;
+  const P *mean, *var, *w;
   double eps, M;
   bool training;
   Coef<acc_t<T>>* coef;
   __device__ void operator()(int64_t c, Sum2 t) const {
     using A = acc_t<T>;
-    dw[c] = convert<T>(t.b);
-    db[c] = convert<T>(t.a);
     const double r = 1 / sqrt(static_cast<double>(load(var[c])) + eps);
+    const double gxhat = r * t.b;
+    dw[c] = convert<P>(gxhat);
+    db[c] = convert<P>(t.a);
     const double wr = (w ? static_cast<double>(load(w[c])) : 1.0) * r;
     Coef<A> k{static_cast<A>(wr), 0, 0, static_cast<A>(static_cast<double>(load(mean[c])))};
     if (training) {
-      k.b = static_cast<A>(-wr * r * t.b / M);
+      k.b = static_cast<A>(-wr * r * gxhat / M);
       k.c = static_cast<A>(-wr * t.a / M);
     }
     coef[c] = k;
   }
 };
 
-template <class T>
+// T: x's type; P: the statistics' and parameters' (T, or float32 for 16-bit x under autocast).
+template <class T, class P>
 void batch_norm_op(const Op& op, const Dense& d, Out out) {
   switch (op.kind) {
     case OpKind::batch_norm_stats: {
       const Array& x = d[0];
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
-      return channel_sums(N, C, S, ShiftedMoments<T>{x.data<T>(), C, S},
-                          StoreMoments<T>{x.data<T>(), S, static_cast<double>(N * S),
-                                          out[0].data<T>(), out[1].data<T>()});
+      return channel_sums<true>(N, C, S, ShiftedMoments<T>{x.data<T>(), C, S},
+                                StoreMoments<T, P>{x.data<T>(), S, static_cast<double>(N * S),
+                                                   out[0].data<P>(), out[1].data<P>()},
+                                pack_aligned<T>(x.data<T>()));
     }
     case OpKind::batch_norm: {
       const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
@@ -728,8 +857,9 @@ void batch_norm_op(const Op& op, const Dense& d, Out out) {
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
       if (x.numel() == 0) return;
       Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
-      launch(batch_norm_coef_kernel<T>, C, d.ptr<T>(1), d.ptr<T>(2), has_w ? d.ptr<T>(3) : nullptr,
-             has_b ? d.ptr<T>(3 + has_w) : nullptr, op.reals[0], coef.as<Coef<acc_t<T>>>());
+      launch(batch_norm_coef_kernel<T, P>, C, d.ptr<P>(1), d.ptr<P>(2),
+             has_w ? d.ptr<P>(3) : nullptr, has_b ? d.ptr<P>(3 + has_w) : nullptr, op.reals[0],
+             coef.as<Coef<acc_t<T>>>());
       return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, coef.as<Coef<acc_t<T>>>(),
                                       out[0].data<T>());
     }
@@ -741,17 +871,32 @@ void batch_norm_op(const Op& op, const Dense& d, Out out) {
       if (C == 0) return;
       const double eps = op.reals[0];
       Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
-      const T *mean = d.ptr<T>(2), *var = d.ptr<T>(3);
-      channel_sums(N, C, S, BatchNormGradTerm<T>{d.ptr<T>(0), x.data<T>(), mean, var, eps, C, S},
-                   StoreBatchNormGrad<T>{
-                       out[1].data<T>(), out[2].data<T>(), mean, var, has_w ? d.ptr<T>(4) : nullptr,
-                       eps, static_cast<double>(N * S), training, coef.as<Coef<acc_t<T>>>()});
+      const P *mean = d.ptr<P>(2), *var = d.ptr<P>(3);
+      channel_sums<true>(
+          N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S},
+          StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var,
+                                   has_w ? d.ptr<P>(4) : nullptr, eps, static_cast<double>(N * S),
+                                   training, coef.as<Coef<acc_t<T>>>()},
+          pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()));
       return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), coef.as<Coef<acc_t<T>>>(),
                                      out[0].data<T>());
     }
     default:
       unsupported(op, d[0].dtype);
   }
+}
+
+template <class T>
+void batch_norm_any(const Op& op, const Dense& d, Out out) {
+  const DType p = op.kind == OpKind::batch_norm_stats ? out[0].dtype
+                  : op.kind == OpKind::batch_norm     ? d[1].dtype
+                                                      : d[2].dtype;
+  if (p == d[op.kind == OpKind::batch_norm_backward ? 1 : 0].dtype)
+    return batch_norm_op<T, T>(op, d, out);
+  if constexpr (is_half_v<T>) {
+    if (p == DType::f32) return batch_norm_op<T, float>(op, d, out);
+  }
+  unsupported(op, p);
 }
 
 // ---- embedding ----
@@ -986,7 +1131,7 @@ void norm(const Op& op, In in, Out out) {
       case OpKind::group_norm_backward:
         return row_norm_backward<T>(op, d, out);
       default:
-        return batch_norm_op<T>(op, d, out);
+        return batch_norm_any<T>(op, d, out);
     }
   });
 }

@@ -201,6 +201,8 @@ Tensor AdaptiveAvgPool2d::forward(const Tensor& x, Loc loc) {
   const int64_t H = x.shape()[x.ndim() - 2], W = x.shape()[x.ndim() - 1];
   const int64_t oh = output_size[0], ow = output_size[1];
   if (H == 0 || W == 0) fail("input ", shape_str(x.shape()), " has an empty spatial dimension");
+  // Global pooling (ResNet's head) is a mean: its gradient is a broadcast, not a pool backward.
+  if (oh == 1 && ow == 1) return mean(x, {-2, -1}, true);
   if (H % oh == 0 && W % ow == 0) return avg_pool2d(x, {.kernel = {H / oh, W / ow}});
   // Overlapping cells of unequal sizes: average rows, then columns, by matrix products.
   return matmul(matmul(adaptive_weights(oh, H, x.dtype()), x),
