@@ -88,7 +88,8 @@ TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
 }
 
 TEST_P(CudaNn, BatchNormMatchesCpuOnEveryPlaneLayout) {
-  for (Shape s : {Shape{16, 24, 24, 24}, Shape{256, 32, 2, 2}, Shape{512, 100}, Shape{4, 8, 50}}) {
+  const std::vector<Shape> shapes{{16, 24, 24, 24}, {256, 32, 2, 2}, {512, 100}, {4, 8, 50}};
+  for (const Shape& s : shapes) {
     const int64_t c = s[1];
     Tensor x = randn(s) * 3 + 5, w = randn({c}), b = randn({c});
     expect_same([](auto& v) { return batch_norm(v[0], v[1], v[2], true); }, {x, w, b}, 1e-4,
@@ -102,7 +103,8 @@ TEST_P(CudaNn, BatchNormMatchesCpuOnEveryPlaneLayout) {
         {x, w, b, rm.detach(), rv.detach()}, 1e-4, "batch_norm eval", false);
   }
   // 16-bit x with float32 parameters (autocast): statistics and parameter gradients in float32.
-  for (Shape s : {Shape{16, 24, 24, 24}, Shape{4, 8, 50}}) {
+  for (size_t k : {0, 3}) {
+    const Shape& s = shapes[k];
     Tensor xh = (randn(s) * 3 + 5).cast(bf16), w = randn({s[1]}), b = randn({s[1]});
     expect_same(
         [](auto& v) {

@@ -477,14 +477,22 @@ Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
   Tensor x3 = reshape(x, {N, C, S});
   Tensor mean, var;
   if (batch_stats) {
-    auto st = dispatch(Op{OpKind::batch_norm_stats}, {x3}, {{{C}, pdt}, {{C}, pdt}});
+    // The running statistics' update rides along: four small ops each would cost more than
+    // the pass over x on a GPU.
+    const bool update = training && tracked;
+    std::vector<Tensor> in{x3};
+    std::vector<OutSpec> outs{{{C}, pdt}, {{C}, pdt}};
+    if (update) {
+      in.push_back(state.running_mean->detach());
+      in.push_back(state.running_var->detach());
+      outs.insert(outs.end(), {{{C}, pdt}, {{C}, pdt}});
+    }
+    auto st = dispatch(Op{OpKind::batch_norm_stats, {}, {state.momentum}}, in, outs);
     mean = st[0];
     var = st[1];
-    if (training && tracked) {
-      NoGrad ng;
-      const double m = state.momentum, n = static_cast<double>(N * S);
-      *state.running_mean = *state.running_mean * (1 - m) + mean * m;
-      *state.running_var = *state.running_var * (1 - m) + var * (m * n / (n - 1));
+    if (update) {
+      *state.running_mean = st[2];
+      *state.running_var = st[3];
     }
   } else {
     mean = state.running_mean->detach();

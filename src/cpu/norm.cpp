@@ -93,12 +93,24 @@ void rows_backward(const C* g, const C* x, const C* mean, const C* rstd, int64_t
   }
 }
 
-// Per-channel statistics of x [N, C, S] over N and S: mean and biased variance.
+// Per-channel statistics of x [N, C, S] over N and S: mean and biased variance; given running
+// statistics, also their update (op_kinds.inc).
 template <class C>
-void batch_stats(const Array& xa, Array& mean_a, Array& var_a) {
-  Dense<C> x(xa);
-  Result<C> mean(mean_a), var(var_a);
-  const int64_t N = xa.shape[0], Ch = xa.shape[1], S = xa.shape[2];
+void batch_stats(const Op& op, In in, Out out) {
+  Dense<C> x(in[0]);
+  Result<C> mean(out[0]), var(out[1]);
+  const bool update = in.size() > 1;
+  std::optional<Dense<C>> rm, rv;
+  std::optional<Result<C>> new_rm, new_rv;
+  if (update) {
+    rm.emplace(in[1]);
+    rv.emplace(in[2]);
+    new_rm.emplace(out[2]);
+    new_rv.emplace(out[3]);
+  }
+  const double momentum = op.reals.empty() ? 0 : op.reals[0];
+  const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
+  const double M = static_cast<double>(N * S);
   parallel_for(Ch, N * Ch * S * 2, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       double sum = 0;
@@ -112,11 +124,19 @@ void batch_stats(const Array& xa, Array& mean_a, Array& var_a) {
           sq += d * d;
         }
       mean[c] = static_cast<C>(m);
-      var[c] = static_cast<C>(sq / static_cast<double>(N * S));
+      var[c] = static_cast<C>(sq / M);
+      if (update) {
+        (*new_rm)[c] = static_cast<C>((1 - momentum) * (*rm)[c] + momentum * m);
+        (*new_rv)[c] = static_cast<C>((1 - momentum) * (*rv)[c] + momentum * sq / (M - 1));
+      }
     }
   });
   mean.finish();
   var.finish();
+  if (update) {
+    new_rm->finish();
+    new_rv->finish();
+  }
 }
 
 template <class C>
@@ -258,7 +278,7 @@ void norm_kernel(const Op& op, In in, Out out) {
       return;
     }
     case OpKind::batch_norm_stats:
-      return batch_stats<C>(in[0], out[0], out[1]);
+      return batch_stats<C>(op, in, out);
     case OpKind::batch_norm:
       return batch_norm_forward<C>(op, in, out[0]);
     case OpKind::batch_norm_backward:

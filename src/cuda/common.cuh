@@ -150,6 +150,36 @@ inline unsigned grid_for(int64_t n, int block = kBlock) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
+// ---- division by a divisor fixed at launch ----
+
+// n / d in index type I (int or int64_t). GPUs have no integer divider: a 32-bit division is a
+// long instruction sequence, a 64-bit one longer. For int, the quotient comes from a
+// multiply-high and a shift: with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1,
+// n / d = (umulhi(n, m) + n) >> s for 0 <= n < 2^31 (Granlund and Montgomery's method).
+template <class I>
+struct DivBy {
+  I d = 1;
+  uint32_t m = 0, s = 0;
+  DivBy() = default;
+  explicit DivBy(int64_t divisor) : d(static_cast<I>(divisor)) {
+    if constexpr (sizeof(I) == 4) {
+      while ((uint64_t{1} << s) < static_cast<uint64_t>(divisor)) ++s;
+      const uint64_t ud = static_cast<uint64_t>(divisor);
+      m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << s) - ud)) / ud + 1);
+    }
+  }
+  __host__ __device__ I div(I n) const {
+    if constexpr (sizeof(I) == 4) {
+      const uint32_t u = static_cast<uint32_t>(n);
+      const uint32_t hi = static_cast<uint32_t>((static_cast<uint64_t>(u) * m) >> 32);
+      return static_cast<I>((hi + u) >> s);
+    } else {
+      return n / d;
+    }
+  }
+  __host__ __device__ I mod(I n) const { return n - div(n) * d; }
+};
+
 // ---- strided indexing ----
 inline constexpr int kMaxDims = 10;
 

@@ -264,8 +264,17 @@ PoolGeom pool_geometry(const Op& op, const Shape& xs, const Shape& ys) {
 template <class I>
 struct PoolIndex {
   I in[3], out[3], k[3], s[3], p[3], d[3], S, P;
+  DivBy<I> by_S, by_P, by_in1, by_in2, by_out1, by_out2;
   bool dilated;
-  explicit PoolIndex(const PoolGeom& g) : S(static_cast<I>(g.S)), P(static_cast<I>(g.P)) {
+  explicit PoolIndex(const PoolGeom& g)
+      : S(static_cast<I>(g.S)),
+        P(static_cast<I>(g.P)),
+        by_S(g.S),
+        by_P(g.P),
+        by_in1(g.in[1]),
+        by_in2(g.in[2]),
+        by_out1(g.out[1]),
+        by_out2(g.out[2]) {
     dilated = false;
     for (int j = 0; j < 3; ++j) {
       in[j] = static_cast<I>(g.in[j]);
@@ -280,12 +289,19 @@ struct PoolIndex {
 };
 
 // (c0, c1, c2) of flat index i over dims.
-template <class I>
-__device__ inline void split3(I i, const I* dims, I* c) {
+__device__ inline void split3(int64_t i, const int64_t* dims, int64_t* c) {
   c[2] = i % dims[2];
   i /= dims[2];
   c[1] = i % dims[1];
   c[0] = i / dims[1];
+}
+// The same with the divisions of dims[2] and dims[1] prepared.
+template <class I>
+__device__ inline void split3(I i, const DivBy<I>& d2, const DivBy<I>& d1, I* c) {
+  const I q = d2.div(i), r = d1.div(q);
+  c[2] = i - q * d2.d;
+  c[1] = q - r * d1.d;
+  c[0] = r;
 }
 
 // a / s for a >= 0, with the common strides spelled out (a shift, not a division).
@@ -299,9 +315,9 @@ __global__ void max_pool_kernel(I n, const T* x, T* y, int64_t* idx, PoolIndex<I
   using A = acc_t<T>;
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<I>(blockDim.x) * gridDim.x) {
-    const I pl = i / g.P;
+    const I pl = g.by_P.div(i);
     I o[3];
-    split3<I>(i - pl * g.P, g.out, o);
+    split3<I>(i - pl * g.P, g.by_out2, g.by_out1, o);
     const T* xp = x + static_cast<int64_t>(pl) * g.S;
     A best = -INFINITY;
     I at = -1;
@@ -409,9 +425,9 @@ __global__ void pool_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
   using A = acc_t<T>;
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<I>(blockDim.x) * gridDim.x) {
-    const I pl = i / geo.S, pos = i - pl * geo.S;
+    const I pl = geo.by_S.div(i), pos = i - pl * geo.S;
     I c[3];
-    split3<I>(pos, geo.in, c);
+    split3<I>(pos, geo.by_in2, geo.by_in1, c);
     Covering<I> r[3];
     for (int j = 0; j < 3; ++j) {
       if (geo.dilated) {  // every output the undilated extent could reach, filtered below
@@ -685,31 +701,44 @@ struct ShiftedMoments {
         static_cast<double>(load(x[(n * C + c) * S + s])) - static_cast<double>(load(x[c * S]));
     return Sum2{v, v * v};
   }
+  // A pack's four terms are summed in the accumulation type before joining the double sums:
+  // double arithmetic and conversions per element, not memory, would bound the pass.
   __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
-    const double k = static_cast<double>(load(x[c * S]));
+    using A = acc_t<T>;
+    const A k = load(x[c * S]);
     const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + (n * C + c) * S + s);
-    Sum2 t{0, 0};
+    A a = 0, b = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const double v = static_cast<double>(load(p.v[j])) - k;
-      t.a += v;
-      t.b += v * v;
+      const A v = static_cast<A>(load(p.v[j])) - k;
+      a += v;
+      b += v * v;
     }
-    return t;
+    return Sum2{a, b};
   }
 };
-// Mean and variance in P, the parameters' type (float32 for 16-bit x under autocast).
+// Mean and variance in P, the parameters' type (float32 for 16-bit x under autocast), and
+// where new_rm is set, the running statistics' update.
 template <class T, class P>
 struct StoreMoments {
   const T* x;
   int64_t S;
   double M;
   P *mean, *var;
+  const P *rm = nullptr, *rv = nullptr;
+  P *new_rm = nullptr, *new_rv = nullptr;
+  double momentum = 0;
   __device__ void operator()(int64_t c, Sum2 t) const {
     const double k = M > 0 ? static_cast<double>(load(x[c * S])) : 0.0;
-    const double m = t.a / M, v = t.b / M - m * m;
+    const double m = t.a / M, d = t.b / M - m * m, v = d < 0 ? 0.0 : d;
     mean[c] = convert<P>(k + m);
-    var[c] = convert<P>(v < 0 ? 0.0 : v);  // NaN (no elements) stays NaN
+    var[c] = convert<P>(v);  // NaN (no elements) stays NaN
+    if (new_rm) {
+      new_rm[c] =
+          convert<P>((1 - momentum) * static_cast<double>(load(rm[c])) + momentum * (k + m));
+      new_rv[c] = convert<P>((1 - momentum) * static_cast<double>(load(rv[c])) +
+                             momentum * v * M / (M - 1));
+    }
   }
 };
 
@@ -736,8 +765,8 @@ __global__ void batch_norm_coef_kernel(int64_t C, const P* mean, const P* var, c
 // The elementwise pass as a flat loop, in packs of four where planes hold whole packs (vec),
 // with index arithmetic in I (int where it fits: 32-bit division is far cheaper).
 template <class T, bool Grad, class I>
-__global__ void channel_affine_kernel(I n, I C, I S, bool vec, const T* x, const T* g,
-                                      const Coef<acc_t<T>>* coef, T* out) {
+__global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, bool vec, const T* x,
+                                      const T* g, const Coef<acc_t<T>>* coef, T* out) {
   using A = acc_t<T>;
   const I first = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x;
   const I step = static_cast<I>(gridDim.x) * blockDim.x;
@@ -749,7 +778,7 @@ __global__ void channel_affine_kernel(I n, I C, I S, bool vec, const T* x, const
   };
   if (vec) {
     for (I v = first; v < n / 4; v += step) {
-      const Coef<A> k = coef[(v * 4 / S) % C];
+      const Coef<A> k = coef[by_C.mod(by_S.div(v * 4))];
       const Pack<T> xp = reinterpret_cast<const Pack<T>*>(x)[v];
       Pack<T> gp;
       if constexpr (Grad) gp = reinterpret_cast<const Pack<T>*>(g)[v];
@@ -762,7 +791,7 @@ __global__ void channel_affine_kernel(I n, I C, I S, bool vec, const T* x, const
     return;
   }
   for (I i = first; i < n; i += step) {
-    const Coef<A> k = coef[(i / S) % C];
+    const Coef<A> k = coef[by_C.mod(by_S.div(i))];
     out[i] = convert<T>(value(k, load(x[i]), Grad ? static_cast<A>(load(g[i])) : A(0)));
   }
 }
@@ -777,10 +806,10 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
   const unsigned grid = grid_for(vec ? n / 4 : n);
   if (n < (int64_t{1} << 31)) {
     channel_affine_kernel<T, Grad, int><<<grid, kBlock, 0, ctx().stream>>>(
-        static_cast<int>(n), static_cast<int>(C), static_cast<int>(S), vec, x, g, coef, out);
+        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), vec, x, g, coef, out);
   } else {
-    channel_affine_kernel<T, Grad, int64_t>
-        <<<grid, kBlock, 0, ctx().stream>>>(n, C, S, vec, x, g, coef, out);
+    channel_affine_kernel<T, Grad, int64_t><<<grid, kBlock, 0, ctx().stream>>>(
+        n, DivBy<int64_t>(C), DivBy<int64_t>(S), vec, x, g, coef, out);
   }
   CUDA_LAUNCH_CHECK();
 }
@@ -799,17 +828,18 @@ struct BatchNormGradTerm {
   }
   __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
     const int64_t k = (n * C + c) * S + s;
+    using A = acc_t<T>;  // as ShiftedMoments::pack4
     const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + k);
     const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + k);
-    const double m = static_cast<double>(load(mean[c]));
-    Sum2 t{0, 0};
+    const A m = static_cast<A>(load(mean[c]));
+    A a = 0, b = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const double gv = load(gp.v[j]);
-      t.a += gv;
-      t.b += gv * (static_cast<double>(load(xp.v[j])) - m);
+      const A gv = static_cast<A>(load(gp.v[j]));
+      a += gv;
+      b += gv * (static_cast<A>(load(xp.v[j])) - m);
     }
-    return t;
+    return Sum2{a, b};
   }
 };
 
@@ -846,9 +876,16 @@ void batch_norm_op(const Op& op, const Dense& d, Out out) {
     case OpKind::batch_norm_stats: {
       const Array& x = d[0];
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
-      return channel_sums<true>(N, C, S, ShiftedMoments<T>{x.data<T>(), C, S},
-                                StoreMoments<T, P>{x.data<T>(), S, static_cast<double>(N * S),
-                                                   out[0].data<P>(), out[1].data<P>()},
+      StoreMoments<T, P> store{x.data<T>(), S, static_cast<double>(N * S), out[0].data<P>(),
+                               out[1].data<P>()};
+      if (out.size() > 2) {
+        store.rm = d.ptr<P>(1);
+        store.rv = d.ptr<P>(2);
+        store.new_rm = out[2].data<P>();
+        store.new_rv = out[3].data<P>();
+        store.momentum = op.reals[0];
+      }
+      return channel_sums<true>(N, C, S, ShiftedMoments<T>{x.data<T>(), C, S}, store,
                                 pack_aligned<T>(x.data<T>()));
     }
     case OpKind::batch_norm: {
