@@ -49,6 +49,8 @@ ROWS = [
      ["seedcnn_single_image_us_tf32=False"], "us", False, 0.5),
     ("Dispatch overhead, 1-element x + 1 (us/op)", "us_per_add_1elem_async",
      ["us_per_add_1elem_async"], "us", False, 0.5),
+    ("Dispatch floor: one bare CUDA kernel launch (us; bench/cuda_launch_floor.cu)",
+     "us_per_bare_launch", [], "us", False, None),
     ("Dispatch, 64x64 matmul (us/op)", "us_per_matmul64_async", ["us_per_matmul64_async"], "us",
      False, None),
     ("Device copy bandwidth, 2^28 floats (GB/s)", "copy_GBps", ["copy_GBps"], "GB/s", True, None),
@@ -125,7 +127,8 @@ def build(args, logdir):
     rc, _ = run_streaming(cfg, os.path.join(logdir, "build.log"), left(args.budget) - 60)
     if rc != 0:
         return None
-    rc, out = run_streaming(["cmake", "--build", bdir, "--target", "gpu_bench", "-j",
+    rc, out = run_streaming(["cmake", "--build", bdir, "--target", "gpu_bench",
+                             "cuda_launch_floor", "-j",
                              str(args.jobs)], os.path.join(logdir, "build2.log"),
                             left(args.budget) - args.reserve)
     with open(os.path.join(logdir, "build.log"), "a") as log:
@@ -354,6 +357,13 @@ def main():
             if rc != 0:
                 res["crisp_errors"]["gpu_bench_error"] = (
                     f"exit {rc}" if rc is not None else "stopped at the time budget")
+            floor_exe = os.path.join(args.build_dir, "bench", "cuda_launch_floor")
+            if os.path.exists(floor_exe):
+                _, out = run_streaming([floor_exe], os.path.join(logdir, "launch_floor.log"), 60)
+                for line in out.splitlines():
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0].startswith("us_per_bare_launch"):
+                        res["crisp"][parts[0]] = float(parts[1])
         else:
             res["crisp_errors"]["build_error"] = "the build failed: see build.log"
 

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "cpu/thread_pool.h"
 #include "testing.h"
 
 namespace crisp::testing {
@@ -90,9 +91,10 @@ class Probe : public data::Dataset {
   }
   Batch get_batch(const std::vector<int64_t>& indices) const override {
     ++calls;
+    if (cpu::in_parallel()) ++serial_calls;  // parallel work started here would run serially
     return Dataset::get_batch(indices);
   }
-  mutable std::atomic<int> calls{0};
+  mutable std::atomic<int> calls{0}, serial_calls{0};
 
  private:
   size_t n_;
@@ -256,6 +258,19 @@ TEST(Data, PrefetchRunsAheadButStaysBounded) {
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
   EXPECT_EQ(probe->calls, 6);
   EXPECT_EQ(it->target.to_vector<int64_t>(), (std::vector<int64_t>{2, 3}));
+}
+
+// A worker's own parallel work runs on the worker, so the loop's ops never find the CPU
+// backend's thread pool taken (and run serially for it).
+TEST(Data, WorkersLeaveTheThreadPoolToTheTrainingLoop) {
+  auto probe = std::make_shared<Probe>(20);
+  DataLoader loader(probe, {.batch_size = 2, .workers = 2});
+  int batches = 0;
+  for (const auto& b : loader) batches += b.input.defined() ? 1 : 0;
+  EXPECT_EQ(batches, 10);
+  EXPECT_EQ(probe->calls, 10);
+  EXPECT_EQ(probe->serial_calls, 10);
+  EXPECT_FALSE(cpu::in_parallel());
 }
 
 TEST(Data, BreakingOutEarlyStopsTheWorkersAndKeepsTheEpoch) {

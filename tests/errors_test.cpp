@@ -197,4 +197,13 @@ TEST_P(Errors, OutOfRangeIndexFoundWhileComputingIsRaisedOnRead) {
   expect_close(gather(x, 0, Tensor({2, 0})), {3, 1});
 }
 
+// Asking for a GPU that is not there names the asking line (no GPU here: any device; on a GPU
+// machine: one out of range).
+TEST(BackendErrors, CudaBackendErrorsNameTheCallersLine) {
+  if (Backend::cuda_available())
+    EXPECT_CRISP_ERROR(Backend::cuda(1000), "CUDA device 1000 is out of range");
+  else
+    EXPECT_CRISP_ERROR(Backend::cuda(), "CUDA");
+}
+
 }  // namespace crisp::testing

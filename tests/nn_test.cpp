@@ -214,6 +214,27 @@ struct Outer : nn::Module {
   Tensor operator()(const Tensor& x) { return seq(inner(x)); }
 };
 
+// A child that cannot be built: its error names the user's code, not nn.h. For a default
+// member initializer compilers differ on the line: the member's, or the class's (where the
+// implicit constructor that runs it is).
+constexpr uint32_t kBadChildLine = __LINE__ + 1;
+struct BadChild : nn::Module {
+  Child<nn::Linear> layer{this, "layer", 0, 7};
+};
+
+TEST(Modules, ChildConstructionErrorsNameTheDeclaringLine) {
+  try {
+    BadChild m;
+    ADD_FAILURE() << "expected crisp::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("in_features"), std::string::npos) << e.what();
+    ASSERT_FALSE(e.trace().empty());
+    EXPECT_NE(std::string(e.trace().front().file).find(__FILE__), std::string::npos) << e.what();
+    EXPECT_GE(e.trace().front().line, kBadChildLine) << e.what();
+    EXPECT_LE(e.trace().front().line, kBadChildLine + 1) << e.what();
+  }
+}
+
 std::vector<std::string> names(const std::vector<nn::NamedParam>& ps) {
   std::vector<std::string> out;
   for (const auto& p : ps) out.push_back(p.name);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "crisp/dtype.h"
+#include "crisp/error.h"
 #include "crisp/shape.h"
 
 namespace crisp {
@@ -106,8 +107,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void reset_profile() {}
 
   static std::shared_ptr<Backend> cpu();
-  // Throws crisp::Error when CUDA is unavailable or device is out of range.
-  static std::shared_ptr<Backend> cuda(int device = 0);
+  // Throws crisp::Error (naming the caller's line) when CUDA is unavailable or device is out of
+  // range.
+  static std::shared_ptr<Backend> cuda(int device = 0, Loc loc = Loc::current());
   static bool cuda_available();
   // The backend ops use on this thread: the innermost scope, else the default.
   static std::shared_ptr<Backend> current();

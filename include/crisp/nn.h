@@ -166,14 +166,38 @@ Tensor call_module(M& m, const Tensor& x, Loc loc) {
 }
 }  // namespace detail
 
+// A child's name and the line that declared it. A string converts to it where the child is
+// declared, and that is where the default argument is evaluated: errors raised while the
+// child is built then name the user's line rather than this header.
+struct ChildName {
+  std::string name;
+  Loc loc;
+  ChildName(const char* n, Loc l = Loc::current()) : name(n), loc(l) {}
+  ChildName(std::string n, Loc l = Loc::current()) : name(std::move(n)), loc(l) {}
+};
+
+namespace detail {
+// Keeps a call record open while a Child's module is built (a base is built before members).
+class ChildScope {
+ protected:
+  explicit ChildScope(const Loc& loc) { scope_.emplace("Child", loc); }
+  void close() { scope_.reset(); }
+
+ private:
+  std::optional<CallScope> scope_;
+};
+}  // namespace detail
+
 // A child module constructed in place: `Child<nn::Linear> fc{this, "fc", 3, 7};` builds
 // Linear(3, 7) and registers it as "fc". `fc(x)` calls it, `fc->weight` reaches its members.
 template <class M>
-class Child {
+class Child : private detail::ChildScope {
  public:
   template <class... A>
-  Child(Module* owner, const std::string& name, A&&... args) : module_(std::forward<A>(args)...) {
-    owner->register_module(name, &module_);
+  Child(Module* owner, const ChildName& name, A&&... args)
+      : ChildScope(name.loc), module_(std::forward<A>(args)...) {
+    close();
+    owner->register_module(name.name, &module_, name.loc);
   }
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;

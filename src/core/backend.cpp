@@ -91,7 +91,10 @@ const char* op_name(OpKind k) {
 
 #ifndef CRISP_HAVE_CUDA
 namespace crisp {
-std::shared_ptr<Backend> Backend::cuda(int) { fail("crisp was built without CUDA support"); }
+std::shared_ptr<Backend> Backend::cuda(int, Loc loc) {
+  CallScope scope("Backend::cuda", loc);
+  fail("crisp was built without CUDA support");
+}
 bool Backend::cuda_available() { return false; }
 }  // namespace crisp
 #endif

@@ -152,6 +152,9 @@ SerialOpenMp::~SerialOpenMp() {
   if (saved_ > 1) openmp().set_num_threads(saved_);
 }
 
+SerialScope::SerialScope() : saved_(inside) { inside = true; }
+SerialScope::~SerialScope() { inside = saved_; }
+
 int num_threads() { return pool().size(); }
 bool in_parallel() { return inside; }
 

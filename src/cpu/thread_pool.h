@@ -15,6 +15,20 @@ bool in_parallel();
 // all are done. Nested calls, and calls while another thread uses the pool, run serially.
 void run_parallel(int64_t tasks, const std::function<void(int64_t)>& task);
 
+// Runs the parallel work this thread starts on this thread alone, for the scope's lifetime. For
+// helper threads such as data-loader workers: their small jobs would otherwise hold the pool
+// while the training thread's ops, finding it taken, ran serially.
+class SerialScope {
+ public:
+  SerialScope();
+  ~SerialScope();
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
 // Keeps libraries that thread through OpenMP (Debian's oneDNN) on the calling thread for the
 // scope's lifetime, restoring the thread's setting after. Their idle OpenMP workers would spin
 // for milliseconds after each call, competing with this pool for the cores; instead the pool

@@ -343,7 +343,8 @@ namespace crisp {
 
 bool Backend::cuda_available() { return cuda::device_count() > 0; }
 
-std::shared_ptr<Backend> Backend::cuda(int device) {
+std::shared_ptr<Backend> Backend::cuda(int device, Loc loc) {
+  CallScope scope("Backend::cuda", loc);
   static std::mutex mutex;
   static std::shared_ptr<Backend>* backends[cuda::kMaxDevices] = {};
   const int count = cuda::device_count();
