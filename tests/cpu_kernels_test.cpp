@@ -12,40 +12,6 @@ namespace {
 
 class Kernels : public BackendTest {};
 
-// float32 convolution (oneDNN where the CPU build has it) against float64 (im2col), forward
-// and all three gradients.
-void conv_f32_vs_f64(Shape xs, Shape ws, bool bias, int64_t groups = 1) {
-  Tensor x = randn(xs, f64), w = randn(ws, f64), b = randn({ws[0]}, f64);
-  std::vector<Tensor> grads[2];
-  Tensor ys[2], g;
-  for (int i = 0; i < 2; ++i) {
-    const DType dt = i == 0 ? f64 : f32;
-    Tensor xi = x.cast(dt).detach().requires_grad_(), wi = w.cast(dt).detach().requires_grad_(),
-           bi = b.cast(dt).detach().requires_grad_();
-    ys[i] = conv2d(xi, wi, bias ? std::optional<Tensor>(bi) : std::nullopt,
-                   {.padding = {2}, .groups = groups});
-    if (i == 0) g = randn(ys[0].shape(), f64);
-    ys[i].backward(g.cast(dt));
-    grads[i] = {xi.grad(), wi.grad()};
-    if (bias) grads[i].push_back(bi.grad());
-  }
-  expect_tensors_close(ys[1], ys[0], 2e-4, "y");
-  const char* names[] = {"dx", "dw", "db"};
-  for (size_t k = 0; k < grads[0].size(); ++k)
-    expect_tensors_close(grads[1][k], grads[0][k], 2e-4, names[k]);
-}
-
-TEST_P(Kernels, ConvOfOneImageSplitOverOutputChannels) {
-  conv_f32_vs_f64({1, 16, 9, 9}, {40, 16, 5, 5}, true);
-  conv_f32_vs_f64({1, 20, 7, 7}, {33, 20, 5, 5}, false);
-}
-
-TEST_P(Kernels, ConvOfOddBatchesSumsWeightGradientsOverSlices) {
-  conv_f32_vs_f64({5, 20, 8, 8}, {24, 20, 5, 5}, true);
-  conv_f32_vs_f64({3, 1, 12, 12}, {20, 1, 5, 5}, true);
-  conv_f32_vs_f64({3, 8, 6, 6}, {8, 4, 5, 5}, true, 2);
-}
-
 // Reference product in float64 loops.
 std::vector<double> naive_matmul(const Tensor& a, const Tensor& b) {
   const int64_t m = a.shape()[0], k = a.shape()[1], n = b.shape()[1];

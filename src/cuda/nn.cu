@@ -263,13 +263,11 @@ PoolGeom pool_geometry(const Op& op, const Shape& xs, const Shape& ys) {
 // A pooling geometry in the index type I its kernel computes in (see narrow_indices).
 template <class I>
 struct PoolIndex {
-  I in[3], out[3], k[3], s[3], p[3], d[3], S, P;
-  DivBy<I> by_S, by_P, by_in1, by_in2, by_out1, by_out2;
+  I in[3], out[3], k[3], s[3], p[3], d[3];
+  DivBy<I> by_S, by_P, by_in1, by_in2, by_out1, by_out2;  // by_S.d is S, by_P.d is P
   bool dilated;
   explicit PoolIndex(const PoolGeom& g)
-      : S(static_cast<I>(g.S)),
-        P(static_cast<I>(g.P)),
-        by_S(g.S),
+      : by_S(g.S),
         by_P(g.P),
         by_in1(g.in[1]),
         by_in2(g.in[2]),
@@ -288,14 +286,7 @@ struct PoolIndex {
   }
 };
 
-// (c0, c1, c2) of flat index i over dims.
-__device__ inline void split3(int64_t i, const int64_t* dims, int64_t* c) {
-  c[2] = i % dims[2];
-  i /= dims[2];
-  c[1] = i % dims[1];
-  c[0] = i / dims[1];
-}
-// The same with the divisions of dims[2] and dims[1] prepared.
+// (c0, c1, c2) of flat index i over dims whose last two are d1.d and d2.d.
 template <class I>
 __device__ inline void split3(I i, const DivBy<I>& d2, const DivBy<I>& d1, I* c) {
   const I q = d2.div(i), r = d1.div(q);
@@ -317,8 +308,8 @@ __global__ void max_pool_kernel(I n, const T* x, T* y, int64_t* idx, PoolIndex<I
        i += static_cast<I>(blockDim.x) * gridDim.x) {
     const I pl = g.by_P.div(i);
     I o[3];
-    split3<I>(i - pl * g.P, g.by_out2, g.by_out1, o);
-    const T* xp = x + static_cast<int64_t>(pl) * g.S;
+    split3<I>(i - pl * g.by_P.d, g.by_out2, g.by_out1, o);
+    const T* xp = x + static_cast<int64_t>(pl) * g.by_S.d;
     A best = -INFINITY;
     I at = -1;
     for (I ka = 0; ka < g.k[0]; ++ka) {
@@ -376,13 +367,13 @@ __device__ inline int64_t avg_divisor(const PoolGeom& g, const int64_t* o) {
 }
 
 template <class T>
-__global__ void avg_pool_kernel(int64_t n, const T* x, T* y, PoolGeom g) {
+__global__ void avg_pool_kernel(int64_t n, const T* x, T* y, PoolIndex<int64_t> g, PoolGeom full) {
   using A = acc_t<T>;
   CRISP_GRID_STRIDE(i, n) {
-    const int64_t pl = i / g.P;
+    const int64_t pl = g.by_P.div(i);
     int64_t o[3];
-    split3(i - pl * g.P, g.out, o);
-    const T* xp = x + pl * g.S;
+    split3<int64_t>(i - pl * g.by_P.d, g.by_out2, g.by_out1, o);
+    const T* xp = x + pl * g.by_S.d;
     A acc = 0;
     for (int64_t ka = 0; ka < g.k[0]; ++ka) {
       const int64_t a = o[0] * g.s[0] - g.p[0] + ka;
@@ -397,7 +388,7 @@ __global__ void avg_pool_kernel(int64_t n, const T* x, T* y, PoolGeom g) {
         }
       }
     }
-    const int64_t div = avg_divisor(g, o);
+    const int64_t div = avg_divisor(full, o);
     y[i] = convert<T>(div > 0 ? acc / static_cast<A>(div) : A(0));
   }
 }
@@ -425,7 +416,7 @@ __global__ void pool_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
   using A = acc_t<T>;
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<I>(blockDim.x) * gridDim.x) {
-    const I pl = geo.by_S.div(i), pos = i - pl * geo.S;
+    const I pl = geo.by_S.div(i), pos = i - pl * geo.by_S.d;
     I c[3];
     split3<I>(pos, geo.by_in2, geo.by_in1, c);
     Covering<I> r[3];
@@ -438,13 +429,13 @@ __global__ void pool_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
       }
     }
     A acc = 0;
-    const T* gp = g + static_cast<int64_t>(pl) * geo.P;
+    const T* gp = g + static_cast<int64_t>(pl) * geo.by_P.d;
     for (I o0 = r[0].lo; o0 < r[0].hi; ++o0)
       for (I o1 = r[1].lo; o1 < r[1].hi; ++o1)
         for (I o2 = r[2].lo; o2 < r[2].hi; ++o2) {
           const I oi = (o0 * geo.out[1] + o1) * geo.out[2] + o2;
           if constexpr (Max) {
-            if (idx[static_cast<int64_t>(pl) * geo.P + oi] == pos) acc += load(gp[oi]);
+            if (idx[static_cast<int64_t>(pl) * geo.by_P.d + oi] == pos) acc += load(gp[oi]);
           } else {
             const int64_t o[3] = {o0, o1, o2};
             const int64_t div = avg_divisor(full, o);
@@ -480,7 +471,8 @@ void pool(const Op& op, In in, Out out) {
       }
       case OpKind::avg_pool: {
         const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
-        return launch(avg_pool_kernel<T>, out[0].numel(), d.ptr<T>(0), out[0].data<T>(), g);
+        return launch(avg_pool_kernel<T>, out[0].numel(), d.ptr<T>(0), out[0].data<T>(),
+                      PoolIndex<int64_t>(g), g);
       }
       case OpKind::max_pool_backward: {
         const PoolGeom g = pool_geometry(op, out[0].shape, d[0].shape);
