@@ -273,6 +273,16 @@ TEST_P(Conv, Float32MatchesFloat64ForOneImageAndOddBatches) {
   check_f32_against_f64(conv2d, {3, 8, 6, 6}, {8, 4, 5, 5}, {8}, {.padding = {2}, .groups = 2});
 }
 
+// The reference CNN's last convolution at a batch large enough that each pass picks its path by
+// measuring (on CUDA: cuDNN or one GEMM over unrolled windows).
+TEST_P(Conv, LargeConvolutionsMatchNaiveLoopAndFloat64) {
+  check_against_naive(conv2d, false, {16, 50, 7, 7}, {500, 50, 5, 5}, {{1}, {0}, {1}, {}, 1}, f32,
+                      2e-4);
+  check_against_naive(conv_transpose2d, true, {16, 50, 7, 7}, {50, 40, 5, 5},
+                      {{2}, {1}, {1}, {1}, 1}, f32, 2e-4);
+  check_f32_against_f64(conv2d, {16, 50, 7, 7}, {500, 50, 5, 5}, {500}, {});
+}
+
 TEST_P(Conv, Float32MatchesFloat64WithGroupsStrideDilation) {
   check_f32_against_f64(conv2d, {3, 20, 9, 9}, {32, 20, 3, 3}, {32}, {.padding = {1}});
   check_f32_against_f64(conv2d, {2, 32, 11, 10}, {48, 16, 3, 2}, {48},

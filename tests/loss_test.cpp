@@ -9,13 +9,17 @@ namespace {
 
 class Loss : public BackendTest {};
 
-// Reading t raises an error found while computing it, traced to the line that made t.
-void expect_error_on_read(const Tensor& t, const std::string& text) {
+// Reading t raises an error found while computing, traced (when line is given) to that line.
+void expect_error_on_read(const Tensor& t, const std::string& text, int line = 0) {
   try {
     t.to_vector<double>();
     ADD_FAILURE() << "expected an error reading the tensor";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.message()).find(text), std::string::npos) << e.what();
+    if (!line) return;
+    ASSERT_FALSE(e.trace().empty()) << e.what();
+    EXPECT_NE(std::string(e.trace().front().file).find(__FILE__), std::string::npos) << e.what();
+    EXPECT_EQ(e.trace().front().line, static_cast<uint32_t>(line)) << e.what();
   }
 }
 
@@ -106,6 +110,33 @@ TEST_P(Loss, LossRejectsBadTargets) {
   EXPECT_CRISP_ERROR(cross_entropy(x, targets4(), {.weight = ones({4}, f64)}),
                      "weight must have shape [3]");
   EXPECT_CRISP_ERROR(nll_loss(x, rand({4, 3}, f64)), "int64 class indices");
+}
+
+// On CUDA the kernel finds a bad target without making the host wait: the next read on the
+// device, of any tensor, raises it naming the nll_loss line, and the device goes on.
+TEST_P(Loss, BadTargetOnTheDeviceIsRaisedAtTheNextReadAndTheDeviceGoesOn) {
+  if (GetParam() != "cuda") GTEST_SKIP() << "the CPU raises it at the op, on its outputs";
+  Tensor lp = log_softmax(logits4x3(), 1);
+  const int line = __LINE__ + 1;
+  Tensor bad = nll_loss(lp, Tensor({0, 3, 1, 1}, {4}));
+  Tensor unrelated = lp.sum();  // not computed from bad
+  expect_error_on_read(unrelated, "nll_loss: target 3 is out of range for 3 classes", line);
+  std::vector<double> v = values(lp);  // raised once: the next read works
+  expect_close(nll_loss(lp, targets4(), {.reduction = "sum"}), {-(v[2] + v[3] + v[10])}, 1e-12);
+}
+
+// More unread checks than the device keeps records for (1024): the oldest are checked early,
+// and the first fault waits for the next read.
+TEST_P(Loss, ManyUnreadDeviceChecksNeitherHangNorLoseTheFirstFault) {
+  if (GetParam() != "cuda") GTEST_SKIP() << "the CPU raises it at the op, on its outputs";
+  Tensor lp = log_softmax(logits4x3(), 1), bad({0, 3, 1, 1}, {4}), good = targets4();
+  const int line = __LINE__ + 1;
+  Tensor first = nll_loss(lp, bad);
+  Tensor last;
+  for (int i = 0; i < 2500; ++i) last = nll_loss(lp, i % 500 == 7 ? bad : good);
+  expect_error_on_read(last, "target 3 is out of range for 3 classes", line);
+  std::vector<double> v = values(lp);
+  expect_close(nll_loss(lp, good, {.reduction = "sum"}), {-(v[2] + v[3] + v[10])}, 1e-12);
 }
 
 TEST_P(Loss, DropoutZeroesAndScales) {

@@ -94,7 +94,10 @@ class Backend : public std::enable_shared_from_this<Backend> {
   // records the error on the outputs; it is raised when they are read.
   virtual void run(const Op& op, std::span<const Array> in, std::span<Array> out) = 0;
 
-  // Copies a (possibly strided) array into contiguous host memory, waiting for it.
+  // Copies a (possibly strided) array into contiguous host memory, waiting for it. A fault an
+  // earlier op's kernels found on the device (CUDA: a bad index or target, an integer division
+  // by zero) is raised by the next read or synchronize on that device, whatever it reads, with
+  // the faulting op's message and trace; then the device goes on as before.
   virtual void read(const Array& a, void* host) = 0;
   // Copies contiguous host memory into this backend's storage.
   virtual void write(const void* host, size_t nbytes, Storage& dst) = 0;

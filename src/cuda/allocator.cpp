@@ -20,11 +20,16 @@ void* CachingAllocator::allocate(size_t bytes, cudaStream_t stream) {
   if (size < bytes) throw std::bad_alloc();  // the rounding overflowed
   std::lock_guard lock(mutex_);
   void* p = nullptr;
-  auto it = free_.lower_bound({stream, size, nullptr});
-  if (it != free_.end() && std::get<0>(*it) == stream && std::get<1>(*it) == size) {
-    p = std::get<2>(*it);
-    free_.erase(it);
-  } else {
+  std::vector<Cached>& cached = free_[size];
+  for (size_t i = cached.size(); i-- > 0;) {
+    if (cached[i].stream == stream) {
+      p = cached[i].p;
+      cached[i] = cached.back();
+      cached.pop_back();
+      break;
+    }
+  }
+  if (!p) {
     if (cudaMalloc(&p, size) != cudaSuccess) {
       // Out of memory (or a size the device cannot have): clear the error so later launches
       // do not report it, give the cache back and try once more.
@@ -37,20 +42,17 @@ void* CachingAllocator::allocate(size_t bytes, cudaStream_t stream) {
     }
     stats_.reserved += size;
   }
-  live_.emplace(p, Block{size, stream});
   stats_.allocated += size;
   if (stats_.allocated > stats_.peak) stats_.peak = stats_.allocated;
   return p;
 }
 
-void CachingAllocator::free(void* p) {
+void CachingAllocator::free(void* p, size_t bytes, cudaStream_t stream) {
   if (!p) return;
+  const size_t size = round(bytes);
   std::lock_guard lock(mutex_);
-  auto it = live_.find(p);
-  if (it == live_.end()) return;
-  free_.emplace(it->second.stream, it->second.size, p);
-  stats_.allocated -= it->second.size;
-  live_.erase(it);
+  free_[size].push_back({p, stream});
+  stats_.allocated -= size;
 }
 
 void CachingAllocator::release_cache() {
@@ -59,16 +61,17 @@ void CachingAllocator::release_cache() {
 }
 
 void CachingAllocator::release_cache_locked() {
-  if (free_.empty()) return;
   int previous = 0;
   cudaGetDevice(&previous);
   if (previous != device_) cudaSetDevice(device_);
   // cudaFree waits for the device, so blocks still in use by queued work are safe to free.
-  for (const auto& [stream, size, p] : free_) {
-    cudaFree(p);
-    stats_.reserved -= size;
+  for (auto& [size, cached] : free_) {
+    for (const Cached& c : cached) {
+      cudaFree(c.p);
+      stats_.reserved -= size;
+    }
+    cached.clear();
   }
-  free_.clear();
   if (previous != device_) cudaSetDevice(previous);
 }
 

@@ -6,9 +6,8 @@
 
 #include <cstddef>
 #include <mutex>
-#include <set>
-#include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "crisp/backend.h"
 
@@ -23,7 +22,8 @@ class CachingAllocator {
   // later use on that stream runs after every earlier use. Throws std::bad_alloc when the
   // device is out of memory even after the cache is given back.
   void* allocate(size_t bytes, cudaStream_t stream);
-  void free(void* p);
+  // Returns a block of allocate(bytes, stream) to the cache.
+  void free(void* p, size_t bytes, cudaStream_t stream);
   // Gives every cached (unused) block back to the device.
   void release_cache();
   MemoryStats stats() const;
@@ -33,16 +33,17 @@ class CachingAllocator {
   static size_t round(size_t bytes);
 
  private:
-  struct Block {
-    size_t size;
+  struct Cached {
+    void* p;
     cudaStream_t stream;
   };
   void release_cache_locked();
 
   int device_;
   mutable std::mutex mutex_;
-  std::set<std::tuple<cudaStream_t, size_t, void*>> free_;
-  std::unordered_map<void*, Block> live_;
+  // Cached blocks by size class. Callers say each block's size when freeing it, so no map of
+  // live blocks is kept, and in steady state neither call allocates host memory.
+  std::unordered_map<size_t, std::vector<Cached>> free_;
   MemoryStats stats_;
 };
 

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/allocator.h"
@@ -133,30 +134,58 @@ void* Context::workspace(size_t bytes) {
   return workspace_.get();
 }
 
-DeviceFault* Context::fault() { return fault_dev_; }
+DeviceFault* Context::fault(FaultMessage message) {
+  if (pending_.size() == kFaultSlots) collect_faults();  // rare: many ops and no read
+  pending_.push_back({std::move(message), current_trace()});
+  return fault_dev_ + (pending_.size() - 1);
+}
 
-void Context::read_fault(DeviceFault& out) {
-  CUDA_CHECK(cudaMemcpyAsync(fault_host_, fault_dev_, sizeof(DeviceFault), cudaMemcpyDeviceToHost,
-                             stream));
+void Context::sync() {
+  collect_faults();
+  if (fault_error_) std::rethrow_exception(std::exchange(fault_error_, nullptr));
+}
+
+// Waits for the stream and keeps the first fault the pending records hold; frees them all.
+void Context::collect_faults() {
+  const size_t n = pending_.size();
+  if (n)
+    CUDA_CHECK(cudaMemcpyAsync(fault_host_, fault_dev_, n * sizeof(DeviceFault),
+                               cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  out = *fault_host_;
-  if (out.set) CUDA_CHECK(cudaMemsetAsync(fault_dev_, 0, sizeof(DeviceFault), stream));
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    const DeviceFault& f = fault_host_[i];
+    if (!f.set) continue;
+    any = true;
+    if (fault_error_) continue;
+    PendingFault& p = pending_[i];
+    std::string text = p.message(f.code, f.value);
+    // As fail() words it: the op's name first.
+    if (!p.trace.empty() && *p.trace.back().function)
+      text = std::string(p.trace.back().function) + ": " + text;
+    fault_error_ = std::make_exception_ptr(Error(std::move(text), std::move(p.trace)));
+  }
+  pending_.clear();
+  // Records that reported are zeroed for their next ops (queued before any of them).
+  if (any) CUDA_CHECK(cudaMemsetAsync(fault_dev_, 0, n * sizeof(DeviceFault), stream));
 }
 
 Buffer::Buffer(size_t bytes) : bytes_(bytes) {
   if (!current) fail("no CUDA device is current (internal: scratch memory outside an op)");
   owner_ = &current->allocator;
-  ptr_ = owner_->allocate(bytes, current->context.stream);
+  stream_ = current->context.stream;
+  ptr_ = owner_->allocate(bytes, stream_);
 }
 Buffer::~Buffer() {
-  if (ptr_) owner_->free(ptr_);
+  if (ptr_) owner_->free(ptr_, bytes_, stream_);
 }
 Buffer& Buffer::operator=(Buffer&& o) noexcept {
   if (this != &o) {
-    if (ptr_) owner_->free(ptr_);
+    if (ptr_) owner_->free(ptr_, bytes_, stream_);
     ptr_ = o.ptr_;
     bytes_ = o.bytes_;
     owner_ = o.owner_;
+    stream_ = o.stream_;
     o.ptr_ = nullptr;
     o.bytes_ = 0;
   }
@@ -247,7 +276,9 @@ class CudaBackend final : public Backend {
     void* p = dev_.allocator.allocate(nbytes, dev_.context.stream);
     return std::make_shared<Storage>(p, nbytes, this);
   }
-  void deallocate(void* data, size_t) override { dev_.allocator.free(data); }
+  void deallocate(void* data, size_t nbytes) override {
+    dev_.allocator.free(data, nbytes, dev_.context.stream);
+  }
 
   void run(const Op& op, In in, Out out) override {
     DeviceGuard guard(dev_);
@@ -284,7 +315,7 @@ class CudaBackend final : public Backend {
       copy_to_contiguous(a, dst);
       CUDA_CHECK(cudaMemcpyAsync(host, tmp.get(), nbytes, cudaMemcpyDeviceToHost, s));
     }
-    CUDA_CHECK(cudaStreamSynchronize(s));
+    dev_.context.sync();
   }
 
   void write(const void* host, size_t nbytes, Storage& dst) override {
@@ -301,7 +332,7 @@ class CudaBackend final : public Backend {
 
   void synchronize() override {
     DeviceGuard guard(dev_);
-    CUDA_CHECK(cudaStreamSynchronize(dev_.context.stream));
+    dev_.context.sync();
   }
 
   MemoryStats memory_stats() const override { return dev_.allocator.stats(); }
@@ -328,9 +359,11 @@ Device& open_device(int d) {
   CUDA_CHECK(cudaGetDeviceProperties(&prop, d));
   c.sm_count = prop.multiProcessorCount;
   c.shared_per_block_optin = prop.sharedMemPerBlockOptin;
-  CUDA_CHECK(cudaMalloc(&c.fault_dev_, sizeof(DeviceFault)));
-  CUDA_CHECK(cudaMemset(c.fault_dev_, 0, sizeof(DeviceFault)));
-  CUDA_CHECK(cudaMallocHost(&c.fault_host_, sizeof(DeviceFault)));
+  const size_t fault_bytes = Context::kFaultSlots * sizeof(DeviceFault);
+  CUDA_CHECK(cudaMalloc(&c.fault_dev_, fault_bytes));
+  CUDA_CHECK(cudaMemsetAsync(c.fault_dev_, 0, fault_bytes, c.stream));
+  CUDA_CHECK(cudaMallocHost(&c.fault_host_, fault_bytes));
+  c.pending_.reserve(Context::kFaultSlots);
   dev->staging.init();
   return *dev;
 }

@@ -128,10 +128,8 @@ void binary(const Op& op, In in, Out out) {
           return arith(Mul{});
         case OpKind::div:
           if constexpr (std::is_integral_v<C>) {
-            Context& c = ctx();
-            arith(IDiv{c.fault()});
-            c.check_fault([](int, long long) { return "integer division by zero"; });
-            return;
+            return arith(
+                IDiv{ctx().fault([](int, long long) { return "integer division by zero"; })});
           } else {
             return arith(FDiv{});
           }

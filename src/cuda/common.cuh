@@ -14,8 +14,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <span>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "crisp/backend.h"
 #include "crisp/error.h"
@@ -59,7 +63,8 @@ class Buffer {
   Buffer() = default;
   explicit Buffer(size_t bytes);
   ~Buffer();
-  Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_), owner_(o.owner_) {
+  Buffer(Buffer&& o) noexcept
+      : ptr_(o.ptr_), bytes_(o.bytes_), owner_(o.owner_), stream_(o.stream_) {
     o.ptr_ = nullptr;
   }
   Buffer& operator=(Buffer&& o) noexcept;
@@ -76,10 +81,11 @@ class Buffer {
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
   CachingAllocator* owner_ = nullptr;
+  cudaStream_t stream_ = nullptr;
 };
 
 // A bad value found by a kernel (an index out of range, an integer division by zero): the
-// first one found is kept with its value; the host raises it after the kernel.
+// first one found is kept with its value; the host raises it later (Context::fault).
 struct DeviceFault {
   int set;
   int code;  // the kernel's own meaning
@@ -92,6 +98,9 @@ __device__ inline void report_fault(DeviceFault* f, int code, long long value) {
     f->value = value;
   }
 }
+
+// A fault's message from the kernel's code and value (the op's name is prefixed to it).
+using FaultMessage = std::function<std::string(int code, long long value)>;
 
 // ---- the per-device context ----
 // Everything on a device is queued on its one stream, so kernels, library calls, the caching
@@ -109,19 +118,29 @@ struct Context {
   // Scratch memory valid until the next workspace() call on this device; grows as needed.
   // Ordered by the stream, so an op may use it for the whole of its kernels.
   void* workspace(size_t bytes);
-  // A zeroed fault record for one op's kernels, and the check that waits for them and throws
-  // crisp::Error(message(code, value)) when one of them reported.
-  DeviceFault* fault();
-  template <class F>
-  void check_fault(F&& message);
+  // A zeroed fault record for one op's kernels, checked without blocking the host: the next
+  // sync() on this device raises crisp::Error("<op>: " + message(code, value)) with the op's
+  // trace (captured here) if the kernels reported. So a device-detected fault is raised at the
+  // next read or synchronize on the device, whichever tensor it reads, not only on the op's
+  // outputs; the first (oldest) fault wins and the others found with it are dropped.
+  DeviceFault* fault(FaultMessage message);
+  // Waits for the stream, then raises the first fault recorded since the last sync(), if any.
+  void sync();
 
-  // Internal state (backend.cu).
+  // Internal state (backend.cu), used under the device's mutex like everything above.
+  struct PendingFault {
+    FaultMessage message;
+    std::vector<Frame> trace;
+  };
+  // Records in flight at most: when all are pending, the next fault() waits for the stream.
+  static constexpr size_t kFaultSlots = 1024;
   cudnnHandle_t cudnn_ = nullptr;
   Buffer workspace_;
-  DeviceFault* fault_dev_ = nullptr;
-  DeviceFault* fault_host_ = nullptr;  // pinned
-  bool fault_armed_ = false;
-  void read_fault(DeviceFault& out);
+  DeviceFault* fault_dev_ = nullptr;   // kFaultSlots records; pending_[i] owns record i
+  DeviceFault* fault_host_ = nullptr;  // their pinned mirror
+  std::vector<PendingFault> pending_;
+  std::exception_ptr fault_error_;  // the first fault found, until sync() raises it
+  void collect_faults();
 };
 
 // The context of the device the current op runs on (set by the backend around each op).
@@ -130,11 +149,23 @@ Context& ctx(int device);
 // Whether float32 matmul/conv may use TF32 (crisp::allow_tf32()).
 bool tf32_enabled();
 
-template <class F>
-void Context::check_fault(F&& message) {
-  DeviceFault f;
-  read_fault(f);
-  if (f.set) fail(message(f.code, f.value));
+// cuBLAS's names for T and the math it accumulates in: float32 stays float32-accurate unless
+// TF32 is allowed; the 16-bit types accumulate in float32.
+struct BlasTypes {
+  cudaDataType_t data;
+  cublasComputeType_t compute;
+};
+template <class T>
+BlasTypes blas_types() {
+  if constexpr (std::is_same_v<T, double>) {
+    return {CUDA_R_64F, CUBLAS_COMPUTE_64F};
+  } else if constexpr (std::is_same_v<T, float>) {
+    return {CUDA_R_32F, tf32_enabled() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F};
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return {CUDA_R_16F, CUBLAS_COMPUTE_32F};
+  } else {
+    return {CUDA_R_16BF, CUBLAS_COMPUTE_32F};
+  }
 }
 
 // ---- launch geometry ----

@@ -291,8 +291,8 @@ IndexArgs index_args(const Op& op, const Shape& indexed) {
   return a;
 }
 
-void raise_bad_index(const IndexArgs& a) {
-  ctx().check_fault([&](int, long long v) {
+DeviceFault* bad_index_fault(const IndexArgs& a) {
+  return ctx().fault([a](int, long long v) {
     return detail::cat("index ", v, " is out of range for axis ", a.axis, " of size ", a.size);
   });
 }
@@ -307,12 +307,11 @@ Shape index_along(const Array& idx, const Shape& shape, int axis) {
 void gather_like(const Op& op, In in, const Array& o) {
   const Array &x = in[0], &idx = in[1];
   const IndexArgs a = index_args(op, x.shape);
-  DeviceFault* fault = ctx().fault();
+  DeviceFault* fault = bad_index_fault(a);
   if (o.numel() == 0) {
     Iter ii = iter_over(idx.shape);
     set_strides(ii, 0, idx.strides);
-    launch(check_index_kernel, idx.numel(), idx.data<int64_t>(), ii, a.size, a.wrap, fault);
-    return raise_bad_index(a);
+    return launch(check_index_kernel, idx.numel(), idx.data<int64_t>(), ii, a.size, a.wrap, fault);
   }
   Iter it = iter_over(o.shape);
   set_strides(it, 0, op.kind == OpKind::gather ? idx.strides : index_along(idx, o.shape, a.axis));
@@ -322,7 +321,6 @@ void gather_like(const Op& op, In in, const Array& o) {
     launch(gather_kernel<U>, o.numel(), o.data<U>(), x.data<U>(), idx.data<int64_t>(), it, a.axis,
            a.size, a.wrap, fault);
   });
-  raise_bad_index(a);
 }
 
 void scatter_like(const Op& op, In in, const Array& o) {
@@ -338,7 +336,7 @@ void scatter_like(const Op& op, In in, const Array& o) {
   set_strides(it, 0, index_add ? index_along(idx, space, a.axis) : idx.strides);
   set_strides(it, 1, src.strides);
   set_strides(it, 2, o.strides);
-  DeviceFault* fault = ctx().fault();
+  DeviceFault* fault = bad_index_fault(a);
   if (op.kind == OpKind::scatter) {
     const size_t bytes = static_cast<size_t>(o.numel()) * sizeof(unsigned long long);
     auto* claim = static_cast<unsigned long long*>(ctx().workspace(bytes));
@@ -357,7 +355,6 @@ void scatter_like(const Op& op, In in, const Array& o) {
              a.size, a.wrap, fault);
     });
   }
-  raise_bad_index(a);
 }
 
 void assign_strided(const Op& op, In in, const Array& o) {

@@ -57,24 +57,6 @@ Batch batch_of(const Array& a, const Array& b, const Array& out, size_t nb) {
   return B;
 }
 
-struct Types {
-  cudaDataType_t data;
-  cublasComputeType_t compute;
-};
-
-template <class T>
-Types types_of() {
-  if constexpr (std::is_same_v<T, double>) {
-    return {CUDA_R_64F, CUBLAS_COMPUTE_64F};
-  } else if constexpr (std::is_same_v<T, float>) {
-    return {CUDA_R_32F, tf32_enabled() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F};
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return {CUDA_R_16F, CUBLAS_COMPUTE_32F};
-  } else {
-    return {CUDA_R_16BF, CUBLAS_COMPUTE_32F};
-  }
-}
-
 int to_int(int64_t v) {
   if (v > std::numeric_limits<int>::max())
     fail("matmul: dimension ", v, " is too large for cuBLAS");
@@ -111,7 +93,7 @@ void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
   const int64_t sa = nd ? B.sa.back() : 0, sb = nd ? B.sb.back() : 0;
   int64_t outer = 1;
   for (size_t d = 0; d + 1 < nd; ++d) outer *= B.shape[d];
-  const Types t = types_of<T>();
+  const BlasTypes t = blas_types<T>();
   const float alpha_f = 1, beta_f = 0;
   const double alpha_d = 1, beta_d = 0;
   const void* alpha = std::is_same_v<T, double> ? static_cast<const void*>(&alpha_d) : &alpha_f;

@@ -967,14 +967,13 @@ void embedding(const Op& op, In in, Out out) {
   if (op.kind == OpKind::embedding) {
     const Array& w = d[1];
     const int64_t V = w.shape[0], D = w.shape[1];
-    DeviceFault* fault = ctx().fault();
+    DeviceFault* fault = ctx().fault([V](int, long long v) {
+      return detail::cat("index ", v, " is out of range for ", V, " embeddings");
+    });
     visit_float(w.dtype, op_name(op.kind), [&](auto tag) {
       using T = decltype(tag);
       launch(embedding_kernel<T>, out[0].numel(), d.ptr<int64_t>(0), w.data<T>(), V, D,
              out[0].data<T>(), fault);
-    });
-    ctx().check_fault([&](int, long long v) {
-      return detail::cat("index ", v, " is out of range for ", V, " embeddings");
     });
     return;
   }
@@ -1117,16 +1116,15 @@ void nll_loss(const Op& op, In in, Out out) {
              op.reals[0],
              nullptr};
     if (!backward) {
-      f.fault = prob ? nullptr : ctx().fault();
+      if (!prob)
+        f.fault = ctx().fault([C, ignore](int, long long v) {
+          return detail::cat("target ", v, " is out of range for ", C, " classes (ignore_index is ",
+                             ignore, ")");
+        });
       if (reduction == 0)
         launch(nll_none_kernel<T>, N * S, f, out[0].data<T>());
       else
         channel_sums(N, 1, S, f, StoreReduced<T>{out[0].data<T>(), reduction == 1});
-      if (!prob)
-        ctx().check_fault([&](int, long long v) {
-          return detail::cat("target ", v, " is out of range for ", C, " classes (ignore_index is ",
-                             ignore, ")");
-        });
       return;
     }
     Buffer den_buf;
