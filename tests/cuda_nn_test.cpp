@@ -76,6 +76,15 @@ TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
       {randn({2, 8, 10, 12, 10}), randn({16, 8, 3, 3, 3})}, 2e-4, "conv3d");
   expect_same([](auto& v) { return conv1d(v[0], v[1], v[2], {.padding = {2}, .dilation = {2}}); },
               {randn({8, 64, 300}), randn({64, 64, 5}), randn({64})}, 2e-4, "conv1d");
+  // The reference CNN's convolutions, at a training batch and for one image: each pass picks
+  // cuDNN or the GEMM path (split or not) by timing them.
+  for (int64_t n : {64, 1})
+    for (const auto& [c, o] : {std::pair<int64_t, int64_t>{20, 50}, {50, 500}}) {
+      const int64_t side = c == 20 ? 14 : 7;
+      expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {2}}); },
+                  {randn({n, c, side, side}), randn({o, c, 5, 5}), randn({o})}, 2e-4,
+                  "reference CNN conv2d");
+    }
   // 16-bit data: both backends round the same inputs and accumulate in float.
   for (DType dt : {f16, bf16})
     expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },
@@ -249,13 +258,14 @@ TEST_P(CudaNn, OptimizerStepsMatchCpu) {
   };
   for (DType dt : {f32, f64, bf16}) {
     for (const Case& c : cases) {
-      Tensor init = randn({100, 70}).cast(dt);
+      // 7070 elements: the vectorized updates' packs and a tail.
+      Tensor init = randn({101, 70}).cast(dt);
       Tensor p = init.detach().requires_grad_();
       Tensor pc = init.to(Backend::cpu()).detach().requires_grad_();
       auto opt = c.make(&p);
       auto optc = Backend::cpu()->use([&] { return c.make(&pc); });
       for (int step = 0; step < 3; ++step) {
-        Tensor g = randn({100, 70}).cast(dt);
+        Tensor g = randn({101, 70}).cast(dt);
         opt->zero_grad();
         (p * g).sum().backward();
         opt->step();

@@ -177,11 +177,38 @@ Buffer find_workspace() {
   return Buffer();
 }
 
+// Whether an algorithm keeps float32's accuracy. FFT-based ones, and Winograd transforms of
+// filters larger than 3x3, lose about three decimal digits against the output's scale (measured
+// on the reference CNN's 5x5 layers), which float32 and float64 results may not; 16-bit and TF32
+// ones lose more than that anyway. Winograd on 3x3 filters stays within the float32 tests'
+// tolerances, and ResNet-50's float32 training is 15% faster with it.
+bool keeps_precision(cudnnConvolutionFwdAlgo_t a, bool small_filter) {
+  return a != CUDNN_CONVOLUTION_FWD_ALGO_FFT && a != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+         (small_filter || (a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD &&
+                           a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED));
+}
+bool keeps_precision(cudnnConvolutionBwdDataAlgo_t a, bool small_filter) {
+  return a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT &&
+         a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+         (small_filter || (a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD &&
+                           a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED));
+}
+bool keeps_precision(cudnnConvolutionBwdFilterAlgo_t a, bool small_filter) {
+  return a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT &&
+         a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING &&
+         (small_filter || a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED);
+}
+
 // The first usable algorithm of a ranked list (measured or heuristic).
 template <class Perf>
-bool pick(const Perf* perf, int n, DType dtype, Choice& c) {
+bool pick(const Perf* perf, int n, const Problem& p, Choice& c) {
+  const DType dtype = p.dtype;
+  const bool full_precision = dtype == DType::f64 || (dtype == DType::f32 && !tf32_enabled());
+  bool small_filter = true;
+  for (size_t i = 2; i < p.w.size(); ++i) small_filter = small_filter && p.w[i] <= 3;
   for (int i = 0; i < n; ++i) {
-    if (perf[i].status != CUDNN_STATUS_SUCCESS || !acceptable_math(dtype, perf[i].mathType))
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || !acceptable_math(dtype, perf[i].mathType) ||
+        (full_precision && !keeps_precision(perf[i].algo, small_filter)))
       continue;
     c.algo = static_cast<int>(perf[i].algo);
     // Float32 without TF32 keeps FMA math whatever the listing says: DEFAULT_MATH would let
@@ -216,7 +243,7 @@ std::optional<Choice> choose(Pass pass, const Problem& p, const Descs& d, const 
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.x.d, d.w.d, d.conv.d, d.y.d, count,
                                                            &n, perf.data()));
       }
-      found = pick(perf.data(), n, p.dtype, c);
+      found = pick(perf.data(), n, p, c);
       if (found) {
         CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
         CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
@@ -239,7 +266,7 @@ std::optional<Choice> choose(Pass pass, const Problem& p, const Descs& d, const 
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w.d, d.y.d, d.conv.d, d.x.d,
                                                                 count, &n, perf.data()));
       }
-      found = pick(perf.data(), n, p.dtype, c);
+      found = pick(perf.data(), n, p, c);
       if (found) {
         CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -262,7 +289,7 @@ std::optional<Choice> choose(Pass pass, const Problem& p, const Descs& d, const 
         CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x.d, d.y.d, d.conv.d, d.w.d,
                                                                   count, &n, perf.data()));
       }
-      found = pick(perf.data(), n, p.dtype, c);
+      found = pick(perf.data(), n, p, c);
       if (found) {
         CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
         CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
@@ -278,10 +305,9 @@ std::optional<Choice> choose(Pass pass, const Problem& p, const Descs& d, const 
 
 // ---- convolution as one GEMM over unrolled windows ----
 // Each output position's input window, unrolled into a row of a matrix, turns a convolution
-// into one cuBLAS GEMM. For the small images of classifier CNNs (5x5 filters over 7x7 or 14x14
-// maps) this runs several times faster than cuDNN's float32 kernels, and costs a few
-// microseconds of host time per call against cuDNN's ~30. Large problems time both paths once
-// and keep the faster.
+// into one cuBLASLt GEMM. Small problems (a classifier CNN at inference, one image) take this
+// path: three short launches, against 30-60 us of host time per cuDNN call. Large ones time it,
+// at several splits of the product's inner dimension, against cuDNN's best and keep the faster.
 
 // A 2-d convolution with one group, small enough for 32-bit index math.
 struct Geom {
@@ -297,21 +323,33 @@ std::optional<Geom> gemm_geometry(const Problem& p) {
   if (p.nd != 2 || p.groups != 1) return std::nullopt;
   const Geom g{p.x[0], p.x[1],      p.x[2],      p.x[3],   p.y[1],   p.w[2],   p.w[3],  p.y[2],
                p.y[3], p.stride[0], p.stride[1], p.pad[0], p.pad[1], p.dil[0], p.dil[1]};
-  const int64_t rows = g.positions();
-  if (rows * g.taps() > kMaxUnrolled || rows * g.o > kMaxUnrolled ||
+  const int64_t rows = g.positions(), widest_row = (g.taps() + 63) / 64 * 64;  // row_stride's
+  if (rows * widest_row > kMaxUnrolled || rows * g.o > kMaxUnrolled ||
       int64_t{g.n} * g.c * g.h * g.w > kMaxUnrolled)
     return std::nullopt;
   return g;
 }
 
+// The row stride of the unrolled matrix for large problems: the taps rounded up to 128 bytes, so
+// that rows start 16-byte aligned (cuBLAS's vectorized
+// kernels; with the reference CNN's 1250 taps it otherwise falls back to scalar ones, 3-4x
+// slower) and split into parts that do too. The weights then go through a copy with that
+// stride, which small problems don't repay.
+template <class T>
+int64_t row_stride(const Geom& g) {
+  const int64_t taps = g.taps(), step = 128 / sizeof(T);
+  if (2.0 * static_cast<double>(g.positions() * taps) * g.o < kMeasureFlops) return taps;
+  return (taps + step - 1) / step * step;
+}
+
 // The divisors of the unrolled matrix's index math, fixed per launch.
 struct Unroll {
   Geom g;
-  DivBy<int> taps, window, kw, positions, ow, w, h, c;
-  int ld;  // row stride of the unrolled matrix (taps rounded up to 16 bytes)
+  DivBy<int> row, window, kw, positions, ow, w, h, c;  // row: by the row stride
+  int taps;
   Unroll(const Geom& geom, int64_t row_stride)
       : g(geom),
-        taps(geom.taps()),
+        row(row_stride),
         window(int64_t{geom.kh} * geom.kw),
         kw(geom.kw),
         positions(int64_t{geom.oh} * geom.ow),
@@ -319,33 +357,39 @@ struct Unroll {
         w(geom.w),
         h(geom.h),
         c(geom.c),
-        ld(static_cast<int>(row_stride)) {}
+        taps(static_cast<int>(geom.taps())) {}
 };
 
 #define CRISP_GRID_STRIDE_32(i, n)                                               \
   for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < (n); \
        i += static_cast<int>(blockDim.x * gridDim.x))
 
-// cols[r, k] (row stride u.ld): tap k of output position r's window (zero in the padding).
+// cols[r, k]: tap k of output position r's window; zero in the image's padding and in the
+// columns past the last tap (up to the row stride).
 template <class T>
 __global__ void im2col_kernel(int total, const T* x, T* cols, Unroll u) {
   const Geom& g = u.g;
   CRISP_GRID_STRIDE_32(e, total) {
-    const int r = u.taps.div(e), k = e - r * u.taps.d;
+    const int r = u.row.div(e), k = e - r * u.row.d;
+    if (k >= u.taps) {
+      cols[e] = convert<T>(0.0f);
+      continue;
+    }
     const int n = u.positions.div(r), pos = r - n * u.positions.d;
     const int oy = u.ow.div(pos), ox = pos - oy * g.ow;
     const int c = u.window.div(k), t = k - c * u.window.d;
     const int i = u.kw.div(t), j = t - i * g.kw;
     const int y = oy * g.sh - g.ph + i * g.dh, xx = ox * g.sw - g.pw + j * g.dw;
-    cols[r * u.ld + k] = y >= 0 && y < g.h && xx >= 0 && xx < g.w
-                             ? x[((n * g.c + c) * g.h + y) * g.w + xx]
-                             : convert<T>(0.0f);
+    cols[e] = y >= 0 && y < g.h && xx >= 0 && xx < g.w ? x[((n * g.c + c) * g.h + y) * g.w + xx]
+                                                       : convert<T>(0.0f);
   }
 }
 
-// dx[n, c, y, x]: the sum of dcols over the (position, tap) pairs that read input (y, x).
+// dx[n, c, y, x]: the sum of dcols over the (position, tap) pairs that read input (y, x), and
+// over the partial products of a split GEMM (parts of part_size elements).
 template <class T>
-__global__ void col2im_kernel(int total, const T* dcols, T* dx, Unroll u) {
+__global__ void col2im_kernel(int total, const T* dcols, T* dx, Unroll u, int parts,
+                              int64_t part_size) {
   const Geom& g = u.g;
   CRISP_GRID_STRIDE_32(e, total) {
     const int q = u.w.div(e), xx = e - q * g.w;  // q = (n * C + c) * H + y
@@ -363,18 +407,20 @@ __global__ void col2im_kernel(int total, const T* dcols, T* dx, Unroll u) {
         if (tx < 0) break;
         const int ox = tx / g.sw;
         if (ox * g.sw != tx || ox >= g.ow) continue;
-        acc += load(dcols[((n * g.oh + oy) * g.ow + ox) * u.ld + (c * g.kh + i) * g.kw + j]);
+        const T* d = dcols + ((n * g.oh + oy) * g.ow + ox) * u.row.d + (c * g.kh + i) * g.kw + j;
+        for (int s = 0; s < parts; ++s) acc += load(d[s * part_size]);
       }
     }
     dx[e] = convert<T>(acc);
   }
 }
 
-// out[b, j, i] = in[b, i, j] (+ bias[j]) for in [batch, rows, cols], through 32x32 tiles.
+// out[b, j, i] = in[b, i, j] (+ bias[j]) for in [batch, rows, cols], through 32x32 tiles; in
+// may be the sum of parts (a split GEMM's partial products, part_size elements apart).
 constexpr int kTile = 32;
 template <class T>
 __global__ void transpose_kernel(const T* in, T* out, int rows, int cols, int col_tiles,
-                                 const T* bias) {
+                                 const T* bias, int parts, int64_t part_size) {
   __shared__ alignas(T) unsigned char raw[kTile * (kTile + 1) * sizeof(T)];
   T* tile = reinterpret_cast<T*>(raw);  // [kTile][kTile + 1]: the extra column spreads banks
   const int64_t base = int64_t{blockIdx.y} * rows * cols;
@@ -382,7 +428,11 @@ __global__ void transpose_kernel(const T* in, T* out, int rows, int cols, int co
   const int c0 = static_cast<int>(blockIdx.x) % col_tiles * kTile;
   for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
     const int r = r0 + i, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[i * (kTile + 1) + threadIdx.x] = in[base + r * cols + c];
+    if (r < rows && c < cols) {
+      compute_t<T> v = 0;
+      for (int s = 0; s < parts; ++s) v += load(in[s * part_size + base + r * cols + c]);
+      tile[i * (kTile + 1) + threadIdx.x] = convert<T>(v);
+    }
   }
   __syncthreads();
   for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
@@ -395,17 +445,41 @@ __global__ void transpose_kernel(const T* in, T* out, int rows, int cols, int co
 }
 
 template <class T>
-void transpose(const T* in, T* out, int batch, int64_t rows, int64_t cols, const T* bias) {
+void transpose(const T* in, T* out, int batch, int64_t rows, int64_t cols, const T* bias,
+               int parts = 1, int64_t part_size = 0) {
   const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
   const dim3 grid(static_cast<unsigned>(row_tiles * col_tiles), static_cast<unsigned>(batch));
   transpose_kernel<T><<<grid, dim3(kTile, 8), 0, ctx().stream>>>(
-      in, out, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(col_tiles), bias);
+      in, out, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(col_tiles), bias,
+      parts, part_size);
   CUDA_LAUNCH_CHECK();
+}
+
+// dst[r, c] = the sum over parts of src[r, c] (row stride ld) for c < cols: a split GEMM's
+// partial products, summed and unpadded.
+template <class T>
+__global__ void sum_parts_kernel(int total, const T* src, int ld, int parts, int64_t part_size,
+                                 T* dst, DivBy<int> cols) {
+  CRISP_GRID_STRIDE_32(e, total) {
+    const int r = cols.div(e), c = e - r * cols.d;
+    compute_t<T> v = 0;
+    for (int s = 0; s < parts; ++s) v += load(src[s * part_size + r * ld + c]);
+    dst[e] = convert<T>(v);
+  }
+}
+
+// dst [rows, ld] = src [rows, cols] with zeros in the columns past cols.
+template <class T>
+__global__ void pad_rows_kernel(int total, const T* src, T* dst, DivBy<int> ld, int cols) {
+  CRISP_GRID_STRIDE_32(e, total) {
+    const int r = ld.div(e), c = e - r * ld.d;
+    dst[e] = c < cols ? src[r * cols + c] : convert<T>(0.0f);
+  }
 }
 
 template <class T>
 void im2col(const Unroll& u, const T* x, T* cols) {
-  const int total = static_cast<int>(u.g.positions() * u.g.taps());
+  const int total = static_cast<int>(u.g.positions() * u.row.d);
   im2col_kernel<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(total, x, cols, u);
   CUDA_LAUNCH_CHECK();
 }
@@ -438,11 +512,20 @@ float gpu_ms(F&& run) {
   return best;
 }
 
-// A GEMM through cuBLASLt: row-major c[m, n] = op(a)[m, k] op(b)[k, n] with row strides lda,
-// ldb, ldc, where op transposes when asked (a stored [k, m], b stored [n, k]). cuBLASLt is
-// column-major, so it computes c^T = op(b)^T op(a)^T. The algorithm is picked on first use: for
-// large products the fastest of cuBLASLt's candidates, timed (its first guess for the reference
-// CNN's 7x7 convolution keeps 20 of the GPU's 132 SMs busy), else its first guess.
+// A product for cuBLASLt: row-major c[m, n] = op(a)[m, k] op(b)[k, n] with row strides lda,
+// ldb, ldc, where op transposes when asked (a stored [k, m], b stored [n, k]); `batch` of them,
+// the operands of each sa, sb, sc elements after the previous one's.
+struct GemmShape {
+  bool ta, tb;
+  int64_t m, n, k, lda, ldb, ldc;
+  int batch = 1;
+  int64_t sa = 0, sb = 0, sc = 0;
+};
+
+// A GEMM through cuBLASLt. It is column-major, so it computes c^T = op(b)^T op(a)^T. The algorithm
+// is picked on first use: for large products the fastest of cuBLASLt's candidates, timed (its first
+// guess for the reference CNN's 7x7 convolution keeps 20 of the GPU's 132 SMs busy), else its first
+// guess.
 class LtGemm {
  public:
   LtGemm() = default;
@@ -455,8 +538,8 @@ class LtGemm {
   LtGemm& operator=(const LtGemm&) = delete;
 
   template <class T>
-  void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
-           int64_t ldb, T* c, int64_t ldc) {
+  void run(const GemmShape& sh, const T* a, const T* b, T* c) {
+    const auto [ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc] = sh;
     const bool dbl = std::is_same_v<T, double>;
     const float f1 = 1, f0 = 0;
     const double d1 = 1, d0 = 0;
@@ -480,6 +563,16 @@ class LtGemm {
       CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t.data, u(tb ? k : n), u(tb ? n : k), ldb));
       CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t.data, u(ta ? m : k), u(ta ? k : m), lda));
       CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc_, t.data, u(n), u(m), ldc));
+      if (batch > 1) {
+        const std::pair<cublasLtMatrixLayout_t, int64_t> strides[] = {
+            {la_, sb}, {lb_, sa}, {lc_, sc}};
+        for (const auto& [layout, stride] : strides) {
+          CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                        &batch, sizeof(batch)));
+          CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+              layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+        }
+      }
       cublasLtMatmulPreference_t pref = nullptr;
       CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
       const size_t max_workspace = size_t{32} << 20;
@@ -494,7 +587,7 @@ class LtGemm {
       if (st != CUBLAS_STATUS_SUCCESS || count == 0)
         fail("cuBLASLt has no algorithm for a ", m, "x", n, "x", k, " product");
       int best = 0;
-      if (2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >=
+      if (2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * batch >=
           kMeasureFlops) {
         float best_ms = -1;
         for (int i = 0; i < count; ++i) {
@@ -518,27 +611,15 @@ class LtGemm {
   size_t workspace_ = 0;
 };
 
-// Copies rows x cols elements of size `item` between row strides (in elements).
-void copy_rows(void* dst, int64_t dst_ld, const void* src, int64_t src_ld, int64_t rows,
-               int64_t cols, size_t item) {
-  CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_ld) * item, src,
-                               static_cast<size_t>(src_ld) * item, static_cast<size_t>(cols) * item,
-                               static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, ctx().stream));
-}
-
 // One pass of the GEMM path. forward: a = x, b = w, o = y (+ bias); data: a = dy, b = w, o = dx;
-// filter: a = x, b = dy, o = dw.
+// filter: a = x, b = dy, o = dw. The product's inner dimension is split into `split` parts
+// computed side by side and summed by the next kernel: the reference CNN's 7x7 convolution is
+// a 576 x 500 product over 1250 taps, whose output alone fills 20 of the GPU's 132 SMs.
 template <class T>
-void gemm_conv(Pass pass, const Geom& g, LtGemm& gemm, const void* a_raw, const void* b_raw,
-               void* o_raw, const void* bias) {
+void gemm_conv(Pass pass, const Geom& g, int split, LtGemm& gemm, const void* a_raw,
+               const void* b_raw, void* o_raw, const void* bias) {
   const int64_t rows = g.positions(), taps = g.taps(), plane = int64_t{g.oh} * g.ow;
-  // Row strides of 16 bytes let cuBLAS use its vectorized kernels: with the reference CNN's
-  // 50 x 5 x 5 = 1250 taps per row it otherwise falls back to scalar ones, 3-4x slower. The
-  // weights (and the weight gradient) then go through a copy with that stride, which only
-  // large problems repay.
-  constexpr int64_t align = 16 / sizeof(T);
-  const bool pad = 2.0 * static_cast<double>(rows * taps) * g.o >= kMeasureFlops;
-  const int64_t ld = pad ? (taps + align - 1) / align * align : taps;
+  const int64_t ld = row_stride<T>(g), out = rows * g.o;
   const bool padded = ld != taps;
   const Unroll u(g, ld);
   const T* a = static_cast<const T*>(a_raw);
@@ -546,48 +627,79 @@ void gemm_conv(Pass pass, const Geom& g, LtGemm& gemm, const void* a_raw, const 
   T* o = static_cast<T*>(o_raw);
   auto scratch = [](int64_t n) { return Buffer(static_cast<size_t>(n) * sizeof(T)); };
   Buffer w_copy;
-  auto weights = [&]() -> const T* {
+  auto weights = [&]() -> const T* {  // w [O, taps] with row stride ld, zeros past the taps
     if (!padded) return b;
     w_copy = scratch(g.o * ld);
-    copy_rows(w_copy.get(), ld, b, taps, g.o, taps, sizeof(T));
+    const int total = static_cast<int>(g.o * ld);
+    pad_rows_kernel<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(
+        total, b, w_copy.as<T>(), DivBy<int>(ld), static_cast<int>(taps));
+    CUDA_LAUNCH_CHECK();
     return w_copy.as<T>();
   };
   switch (pass) {
-    case Pass::forward: {
-      Buffer cols = scratch(rows * ld), prod = scratch(rows * g.o);
+    case Pass::forward: {  // y^T [rows, O] = cols [rows, ld] w^T, over ld / split columns each
+      Buffer cols = scratch(rows * ld), prod = scratch(split * out);
       const T* w = weights();
       im2col(u, a, cols.as<T>());
-      gemm.run(false, true, rows, g.o, taps, cols.as<T>(), ld, w, ld, prod.as<T>(), g.o);
-      transpose(prod.as<T>(), o, g.n, plane, g.o, static_cast<const T*>(bias));
+      const int64_t kc = ld / split;
+      gemm.run(GemmShape{false, true, rows, g.o, kc, ld, ld, g.o, split, kc, kc, out}, cols.as<T>(),
+               w, prod.as<T>());
+      transpose(prod.as<T>(), o, g.n, plane, g.o, static_cast<const T*>(bias), split, out);
       break;
     }
-    case Pass::data: {
-      Buffer dyt = scratch(rows * g.o), dcols = scratch(rows * ld);
+    case Pass::data: {  // dcols [rows, ld] = dy^T [rows, O] w, over O / split channels each
+      Buffer dyt = scratch(out), dcols = scratch(split * rows * ld);
       const T* w = weights();
       transpose(a, dyt.as<T>(), g.n, g.o, plane, static_cast<const T*>(nullptr));
-      gemm.run(false, false, rows, taps, g.o, dyt.as<T>(), g.o, w, ld, dcols.as<T>(), ld);
+      const int64_t kc = g.o / split;
+      gemm.run(GemmShape{false, false, rows, ld, kc, g.o, ld, ld, split, kc, kc * ld, rows * ld},
+               dyt.as<T>(), w, dcols.as<T>());
       const int total = g.n * g.c * g.h * g.w;
-      col2im_kernel<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(total, dcols.as<T>(), o, u);
+      col2im_kernel<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(total, dcols.as<T>(), o, u,
+                                                                     split, rows * ld);
       CUDA_LAUNCH_CHECK();
       break;
     }
-    case Pass::filter: {
-      Buffer cols = scratch(rows * ld), dyt = scratch(rows * g.o);
-      Buffer dw_copy = padded ? scratch(g.o * ld) : Buffer();
-      T* dw = padded ? dw_copy.as<T>() : o;
+    case Pass::filter: {  // dw [O, ld] = dy [O, rows] cols, over rows / split positions each
+      Buffer cols = scratch(rows * ld), dyt = scratch(out);
+      const bool direct = split == 1 && !padded;
+      Buffer parts = direct ? Buffer() : scratch(split * g.o * ld);
+      T* dw = direct ? o : parts.as<T>();
       im2col(u, a, cols.as<T>());
       transpose(b, dyt.as<T>(), g.n, g.o, plane, static_cast<const T*>(nullptr));
-      gemm.run(true, false, g.o, taps, rows, dyt.as<T>(), g.o, cols.as<T>(), ld, dw, ld);
-      if (padded) copy_rows(o, taps, dw, ld, g.o, taps, sizeof(T));
+      const int64_t kc = rows / split;
+      gemm.run(GemmShape{true, false, g.o, ld, kc, g.o, ld, ld, split, kc * g.o, kc * ld, g.o * ld},
+               dyt.as<T>(), cols.as<T>(), dw);
+      if (!direct) {
+        const int total = static_cast<int>(g.o * taps);
+        sum_parts_kernel<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(
+            total, dw, static_cast<int>(ld), split, g.o * ld, o, DivBy<int>(taps));
+        CUDA_LAUNCH_CHECK();
+      }
       break;
     }
   }
 }
 
-void run_gemm(Pass pass, const Geom& g, LtGemm& gemm, DType dt, const void* a, const void* b,
-              void* o, const void* bias) {
+// The splits a pass may use: the inner dimension divides evenly, each part's start is 16-byte
+// aligned, and the partial products stay within the scratch bound.
+template <class T>
+std::vector<int> splits_for(Pass pass, const Geom& g) {
+  const int64_t ld = row_stride<T>(g), align = 16 / sizeof(T);
+  const int64_t inner = pass == Pass::forward ? ld : pass == Pass::data ? g.o : g.positions();
+  const int64_t part = pass == Pass::data      ? g.positions() * ld
+                       : pass == Pass::forward ? g.positions() * g.o
+                                               : int64_t{g.o} * ld;
+  std::vector<int> out{1};
+  for (int s = 2; s <= 8; ++s)
+    if (inner % s == 0 && inner / s % align == 0 && part * s <= kMaxUnrolled) out.push_back(s);
+  return out;
+}
+
+void run_gemm(Pass pass, const Geom& g, int split, LtGemm& gemm, DType dt, const void* a,
+              const void* b, void* o, const void* bias) {
   visit_float(dt, "conv",
-              [&](auto tag) { gemm_conv<decltype(tag)>(pass, g, gemm, a, b, o, bias); });
+              [&](auto tag) { gemm_conv<decltype(tag)>(pass, g, split, gemm, a, b, o, bias); });
 }
 
 struct Scalars {
@@ -626,6 +738,7 @@ void run_cudnn(Pass pass, const Descs& d, const Choice& c, DType dt, const void*
 // How one pass over one problem runs: through cuDNN (with descriptors built once) or as a GEMM.
 struct Plan {
   std::optional<Geom> gemm;
+  int split = 1;
   std::unique_ptr<LtGemm> lt;  // the GEMM path's product
   Choice cudnn;
   std::unique_ptr<Descs> descs;
@@ -655,8 +768,8 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
   Plan plan;
   const std::optional<Geom> g = gemm_geometry(p);
   float gemm_ms = -1, cudnn_ms = -1;
-  if (g) plan.lt = std::make_unique<LtGemm>();
   if (g && p.flops < kMeasureFlops) {
+    plan.lt = std::make_unique<LtGemm>();
     plan.gemm = g;
   } else {
     plan.descs = std::make_unique<Descs>(p);
@@ -665,7 +778,18 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
     if (!c && !g) fail("cuDNN has no ", dtype_name(p.dtype), " algorithm for this convolution");
     if (c) plan.cudnn = *c;
     if (g) {
-      gemm_ms = gpu_ms([&] { run_gemm(pass, *g, *plan.lt, p.dtype, a, b, o, nullptr); });
+      // The GEMM path at each split it allows, each with its own tuned product.
+      const std::vector<int> splits = visit_float(
+          p.dtype, "conv", [&](auto tag) { return splits_for<decltype(tag)>(pass, *g); });
+      for (int split : splits) {
+        auto lt = std::make_unique<LtGemm>();
+        const float ms = gpu_ms([&] { run_gemm(pass, *g, split, *lt, p.dtype, a, b, o, nullptr); });
+        if (gemm_ms < 0 || ms < gemm_ms) {
+          gemm_ms = ms;
+          plan.split = split;
+          plan.lt = std::move(lt);
+        }
+      }
       if (c) cudnn_ms = gpu_ms([&] { run_cudnn(pass, *plan.descs, *c, p.dtype, a, b, o); });
       if (!c || gemm_ms < cudnn_ms) {
         plan.gemm = g;
@@ -678,11 +802,11 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
   if (std::getenv("CRISP_PROFILE")) {
     static const char* names[] = {"forward", "data", "filter"};
     std::fprintf(stderr,
-                 "crisp conv plan: %s x[%d,%d,%d,%d] w[%d,%d,%d,%d] %s -> %s (gemm %.1f us, cudnn "
-                 "%.1f us)\n",
+                 "crisp conv plan: %s x[%d,%d,%d,%d] w[%d,%d,%d,%d] %s -> %s (gemm %.1f us in %d "
+                 "parts, cudnn %.1f us)\n",
                  names[static_cast<int>(pass)], p.x[0], p.x[1], p.x[2], p.x[3], p.w[0], p.w[1],
                  p.w[2], p.w[3], std::string(dtype_name(p.dtype)).c_str(),
-                 plan.gemm ? "gemm" : "cudnn", gemm_ms * 1e3, cudnn_ms * 1e3);
+                 plan.gemm ? "gemm" : "cudnn", gemm_ms * 1e3, plan.split, cudnn_ms * 1e3);
   }
   std::lock_guard lock(plans_mutex);
   return plans.emplace(std::move(key), std::move(plan)).first->second;
@@ -756,7 +880,7 @@ void conv_family(const Op& op, In in, Out out) {
   if (plan.gemm) {
     // The forward pass adds the bias in its last kernel; a transposed convolution's afterwards.
     const bool fused = has_bias && pass == Pass::forward;
-    run_gemm(pass, *plan.gemm, *plan.lt, dt, a.raw(), b.raw(), o.raw(),
+    run_gemm(pass, *plan.gemm, plan.split, *plan.lt, dt, a.raw(), b.raw(), o.raw(),
              fused ? contiguous(in[2], keep2).raw() : nullptr);
     if (has_bias && !fused) add_bias(o, in[2]);
     return;

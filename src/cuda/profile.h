@@ -1,7 +1,8 @@
 // Per-op time on the GPU and on the host, for finding where a CUDA program spends its time.
 // Set CRISP_PROFILE=1 and the process prints a table to stderr at exit: for each op kind the
 // calls, the GPU time between events recorded around its kernels, and the host time to issue
-// them. Events cost a little and results are gathered in batches (a stream synchronization per
+// them. Each convolution pass also prints its plan (cuDNN or GEMM, with both timings) when it
+// is chosen. Events cost a little and results are gathered in batches (a stream synchronization per
 // batch), so profiled runs are somewhat slower than plain ones.
 #pragma once
 
