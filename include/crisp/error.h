@@ -54,6 +54,9 @@ std::string cat(const A&... a) {
   (s << ... << a);
   return s.str();
 }
+// Error "<innermost call of trace>: <message>" with that traceback: for a failure found after
+// the call that caused it returned (a GPU kernel's check, read later).
+Error error_in(std::string message, std::vector<Frame> trace);
 [[noreturn]] void throw_error(std::string message);
 }  // namespace detail
 

@@ -26,10 +26,14 @@ Error::Error(std::string message, std::vector<Frame> trace)
   text_ = s.str();
 }
 
+Error detail::error_in(std::string message, std::vector<Frame> trace) {
+  if (!trace.empty() && *trace.back().function)
+    message = std::string(trace.back().function) + ": " + message;
+  return Error(std::move(message), std::move(trace));
+}
+
 void detail::throw_error(std::string message) {
-  const char* fn = current_function();
-  if (*fn) message = std::string(fn) + ": " + message;
-  throw Error(std::move(message), current_trace());
+  throw error_in(std::move(message), current_trace());
 }
 
 }  // namespace crisp

@@ -159,11 +159,8 @@ void Context::collect_faults() {
     any = true;
     if (fault_error_) continue;
     PendingFault& p = pending_[i];
-    std::string text = p.message(f.code, f.value);
-    // As fail() words it: the op's name first.
-    if (!p.trace.empty() && *p.trace.back().function)
-      text = std::string(p.trace.back().function) + ": " + text;
-    fault_error_ = std::make_exception_ptr(Error(std::move(text), std::move(p.trace)));
+    fault_error_ =
+        std::make_exception_ptr(detail::error_in(p.message(f.code, f.value), std::move(p.trace)));
   }
   pending_.clear();
   // Records that reported are zeroed for their next ops (queued before any of them).

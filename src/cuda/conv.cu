@@ -318,26 +318,30 @@ struct Geom {
 
 // Elements of the largest matrix the GEMM path builds (bounding scratch memory and indices).
 constexpr int64_t kMaxUnrolled = int64_t{1} << 26;
+// What row_stride rounds rows up to.
+constexpr int64_t kRowBytes = 128;
 
 std::optional<Geom> gemm_geometry(const Problem& p) {
   if (p.nd != 2 || p.groups != 1) return std::nullopt;
   const Geom g{p.x[0], p.x[1],      p.x[2],      p.x[3],   p.y[1],   p.w[2],   p.w[3],  p.y[2],
                p.y[3], p.stride[0], p.stride[1], p.pad[0], p.pad[1], p.dil[0], p.dil[1]};
-  const int64_t rows = g.positions(), widest_row = (g.taps() + 63) / 64 * 64;  // row_stride's
+  // The widest row row_stride may give, with 2-byte elements.
+  const int64_t rows = g.positions(),
+                widest_row = (g.taps() + kRowBytes / 2 - 1) / (kRowBytes / 2) * (kRowBytes / 2);
   if (rows * widest_row > kMaxUnrolled || rows * g.o > kMaxUnrolled ||
       int64_t{g.n} * g.c * g.h * g.w > kMaxUnrolled)
     return std::nullopt;
   return g;
 }
 
-// The row stride of the unrolled matrix for large problems: the taps rounded up to 128 bytes, so
-// that rows start 16-byte aligned (cuBLAS's vectorized
+// The row stride of the unrolled matrix for large problems: the taps rounded up to kRowBytes, so
+// that rows, and the parts a split cuts them into, start 16-byte aligned (cuBLAS's vectorized
 // kernels; with the reference CNN's 1250 taps it otherwise falls back to scalar ones, 3-4x
-// slower) and split into parts that do too. The weights then go through a copy with that
-// stride, which small problems don't repay.
+// slower). The weights then go through a copy with that stride, which small problems don't
+// repay.
 template <class T>
 int64_t row_stride(const Geom& g) {
-  const int64_t taps = g.taps(), step = 128 / sizeof(T);
+  const int64_t taps = g.taps(), step = kRowBytes / sizeof(T);
   if (2.0 * static_cast<double>(g.positions() * taps) * g.o < kMeasureFlops) return taps;
   return (taps + step - 1) / step * step;
 }
@@ -360,16 +364,12 @@ struct Unroll {
         taps(static_cast<int>(geom.taps())) {}
 };
 
-#define CRISP_GRID_STRIDE_32(i, n)                                               \
-  for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < (n); \
-       i += static_cast<int>(blockDim.x * gridDim.x))
-
 // cols[r, k]: tap k of output position r's window; zero in the image's padding and in the
 // columns past the last tap (up to the row stride).
 template <class T>
 __global__ void im2col_kernel(int total, const T* x, T* cols, Unroll u) {
   const Geom& g = u.g;
-  CRISP_GRID_STRIDE_32(e, total) {
+  CRISP_GRID_STRIDE_AS(int, e, total) {
     const int r = u.row.div(e), k = e - r * u.row.d;
     if (k >= u.taps) {
       cols[e] = convert<T>(0.0f);
@@ -391,7 +391,7 @@ template <class T>
 __global__ void col2im_kernel(int total, const T* dcols, T* dx, Unroll u, int parts,
                               int64_t part_size) {
   const Geom& g = u.g;
-  CRISP_GRID_STRIDE_32(e, total) {
+  CRISP_GRID_STRIDE_AS(int, e, total) {
     const int q = u.w.div(e), xx = e - q * g.w;  // q = (n * C + c) * H + y
     const int nc = u.h.div(q), y = q - nc * g.h;
     const int n = u.c.div(nc), c = nc - n * g.c;
@@ -460,7 +460,7 @@ void transpose(const T* in, T* out, int batch, int64_t rows, int64_t cols, const
 template <class T>
 __global__ void sum_parts_kernel(int total, const T* src, int ld, int parts, int64_t part_size,
                                  T* dst, DivBy<int> cols) {
-  CRISP_GRID_STRIDE_32(e, total) {
+  CRISP_GRID_STRIDE_AS(int, e, total) {
     const int r = cols.div(e), c = e - r * cols.d;
     compute_t<T> v = 0;
     for (int s = 0; s < parts; ++s) v += load(src[s * part_size + r * ld + c]);
@@ -471,7 +471,7 @@ __global__ void sum_parts_kernel(int total, const T* src, int ld, int parts, int
 // dst [rows, ld] = src [rows, cols] with zeros in the columns past cols.
 template <class T>
 __global__ void pad_rows_kernel(int total, const T* src, T* dst, DivBy<int> ld, int cols) {
-  CRISP_GRID_STRIDE_32(e, total) {
+  CRISP_GRID_STRIDE_AS(int, e, total) {
     const int r = ld.div(e), c = e - r * ld.d;
     dst[e] = c < cols ? src[r * cols + c] : convert<T>(0.0f);
   }

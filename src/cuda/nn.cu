@@ -304,8 +304,7 @@ __device__ inline I div_stride(I a, I s) {
 template <class T, class I>
 __global__ void max_pool_kernel(I n, const T* x, T* y, int64_t* idx, PoolIndex<I> g) {
   using A = acc_t<T>;
-  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<I>(blockDim.x) * gridDim.x) {
+  CRISP_GRID_STRIDE_AS(I, i, n) {
     const I pl = g.by_P.div(i);
     I o[3];
     split3<I>(i - pl * g.by_P.d, g.by_out2, g.by_out1, o);
@@ -414,8 +413,7 @@ template <class T, bool Max, class I>
 __global__ void pool_backward_kernel(I n, const T* g, const int64_t* idx, T* dx, PoolIndex<I> geo,
                                      PoolGeom full) {
   using A = acc_t<T>;
-  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<I>(blockDim.x) * gridDim.x) {
+  CRISP_GRID_STRIDE_AS(I, i, n) {
     const I pl = geo.by_S.div(i), pos = i - pl * geo.by_S.d;
     I c[3];
     split3<I>(pos, geo.by_in2, geo.by_in1, c);

@@ -104,8 +104,8 @@ __global__ void adam_kernel(int64_t n, bool vec, const P* p, const P* g, const S
       reinterpret_cast<Pack<S>*>(vo)[i] = vp;
     }
   }
-  for (int64_t i = done + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  CRISP_GRID_STRIDE(t, n - done) {
+    const int64_t i = done + t;
     S pi = get<S>(p, i), mi = m[i], vi = v[i], vm = k.amsgrad ? vmax[i] : S(0);
     k.step(pi, get<S>(g, i), mi, vi, vm);
     mo[i] = mi;
