@@ -4,6 +4,8 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <string>
+#include <tuple>
 
 #include "testing.h"
 
@@ -151,6 +153,46 @@ TEST_P(CudaBackend, MatmulMatchesCpuForBatchesViewsAndDtypes) {
   Tensor fast = matmul(x, y);
   set_allow_tf32(false);
   expect_tensors_close(fast, ref, 1e-1, "tf32");
+}
+
+// Float32 products may run on the tensor cores in three TF32 parts (3xTF32) when timing favours
+// it; CRISP_TF32X3_TILE forces each tile shape here, for every operand layout, at sizes that
+// leave partial tiles on every edge. The result must keep float32's accuracy against float64.
+TEST_P(CudaBackend, Tf32x3ProductsKeepFloat32Accuracy) {
+  for (int tile = 0; tile < 3; ++tile) {
+    ASSERT_EQ(setenv("CRISP_TF32X3_TILE", std::to_string(tile).c_str(), 1), 0);
+    // Each tile gets shapes of its own: plans are kept per shape.
+    const int64_t m = 260 + 4 * tile, n = 196, k = 300;
+    Tensor a = randn({m, k}, f64) * 3, b = randn({k, n}, f64);
+    Tensor ref = matmul(a, b);
+    // Errors are measured against each output's sum of |terms|, float32's error-bound scale:
+    // float32 and 3xTF32 stay near 1e-7 of it on average and below 1e-5 everywhere; TF32 alone
+    // is near 3e-5 on average.
+    const std::vector<double> scale = values(matmul(a.abs(), b.abs())), want = values(ref);
+    Tensor af = a.cast(f32), bf = b.cast(f32);
+    Tensor at = af.t().contiguous().t(), bt = bf.t().contiguous().t();  // stored transposed
+    for (const auto& [x, y, what] :
+         {std::tuple{af, bf, "a b"}, std::tuple{at, bf, "a^T stored"},
+          std::tuple{af, bt, "b^T stored"}, std::tuple{at, bt, "both stored transposed"}}) {
+      const std::vector<double> got = values(matmul(x, y));
+      ASSERT_EQ(got.size(), want.size());
+      double sq = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double e = std::abs(got[i] - want[i]) / scale[i];
+        ASSERT_LE(e, 1e-5) << what << " at " << i;
+        sq += e * e;
+      }
+      EXPECT_LE(std::sqrt(sq / static_cast<double>(got.size())), 1e-6) << what;
+    }
+    // An infinite input makes its row non-finite (NaN here, where float32 gives infinities)
+    // and leaves the other rows alone.
+    Tensor inf_row = af.clone();
+    inf_row[0, 0] = std::numeric_limits<float>::infinity();
+    Tensor prod = matmul(inf_row, bf);
+    for (double v : values(prod[0])) EXPECT_FALSE(std::isfinite(v)) << v;
+    for (double v : values(prod[1])) EXPECT_TRUE(std::isfinite(v)) << v;
+  }
+  ASSERT_EQ(unsetenv("CRISP_TF32X3_TILE"), 0);
 }
 
 TEST_P(CudaBackend, RandomStreamsEqualTheCpus) {

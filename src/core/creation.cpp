@@ -74,15 +74,18 @@ Tensor eye(int64_t n, std::optional<int64_t> m, DType dtype, Loc loc) {
   return dispatch(Op{OpKind::eye, {0}}, {}, {n, cols}, dtype);
 }
 
+std::vector<int64_t> random_stream(Generator* gen, int64_t n) {
+  Generator& g = gen ? *gen : default_generator();
+  // Normal draws use two words per element (Box-Muller); every kind gets that much room.
+  const uint64_t offset = g.advance(2 * static_cast<uint64_t>(n));
+  return {static_cast<int64_t>(g.state().seed), static_cast<int64_t>(offset)};
+}
+
 namespace {
 Tensor random(OpKind kind, Shape shape, DType dtype, Generator* gen, std::vector<int64_t> ints,
               std::vector<double> reals) {
   check_shape(shape);
-  Generator& g = gen ? *gen : default_generator();
-  // Normal draws use two words per element (Box-Muller); give every kind that much room.
-  const uint64_t offset = g.advance(2 * static_cast<uint64_t>(numel_of(shape)));
-  const Generator::State st = g.state();
-  std::vector<int64_t> all{static_cast<int64_t>(st.seed), static_cast<int64_t>(offset)};
+  std::vector<int64_t> all = random_stream(gen, numel_of(shape));
   all.insert(all.end(), ints.begin(), ints.end());
   return dispatch(Op{kind, std::move(all), std::move(reals)}, {}, std::move(shape), dtype);
 }

@@ -57,4 +57,10 @@ CRISP_HD double uniform(uint32_t a, uint32_t b) {
   return (static_cast<double>(bits & ((1ull << 53) - 1)) + 1.0) * (1.0 / 9007199254740992.0);
 }
 
+// The float32 value rand() gives from the element's two words: in [0, 1).
+CRISP_HD float uniform_f32(uint32_t a, uint32_t b) {
+  const float v = static_cast<float>(1.0 - uniform(a, b));  // (0, 1] -> [0, 1)
+  return v < 1.0f ? v : 0.0f;
+}
+
 }  // namespace crisp::philox

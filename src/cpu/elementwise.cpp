@@ -8,6 +8,7 @@
 #include "core/philox.h"
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "cpu/nn_util.h"
 
 namespace crisp::cpu {
 
@@ -383,6 +384,31 @@ void elementwise(const Op& op, In in, Out out) {
     }
     if (op.kind < OpKind::unary_end) return unary_kernel<T>(op, in[0], o);
     return binary_kernel<T>(op, in[0], in[1], o);
+  });
+}
+
+void dropout(const Op& op, In in, Out out) {
+  const Array &x = in[0], &o = out[0];
+  const uint64_t seed = static_cast<uint64_t>(op.ints[0]), off = static_cast<uint64_t>(op.ints[1]);
+  const float p = static_cast<float>(op.reals[0]);
+  visit_dtype(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (is_float_v<T>) {
+      using C = compute_t<T>;
+      const C keep = static_cast<C>(static_cast<T>(1 / (1 - op.reals[0])));
+      const T* src = x.data<T>();
+      T* dst = o.data<T>();
+      parallel_for(x.numel(), x.numel() * 8, [&](int64_t b, int64_t e) {
+        Stream s(seed, off);
+        for (int64_t i = b; i < e; ++i) {
+          const uint64_t j = 2 * static_cast<uint64_t>(i);
+          const C m = philox::uniform_f32(s(j), s(j + 1)) >= p ? keep : C(0);
+          dst[i] = static_cast<T>(static_cast<C>(src[i]) * m);
+        }
+      });
+    } else {
+      unsupported(op, x.dtype);
+    }
   });
 }
 

@@ -25,6 +25,8 @@ void nn(const Op& op, In in, Out out) {
     case OpKind::batch_norm:
     case OpKind::batch_norm_backward:
       return norm_family(op, in, out);
+    case OpKind::dropout:
+      return dropout(op, in, out);
     case OpKind::embedding:
     case OpKind::embedding_backward:
     case OpKind::nll_loss:

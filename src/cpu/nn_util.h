@@ -18,6 +18,7 @@ void conv_family(const Op& op, In in, Out out);  // conv.cpp
 void pool_family(const Op& op, In in, Out out);  // pool.cpp
 void norm_family(const Op& op, In in, Out out);  // norm.cpp
 void loss_family(const Op& op, In in, Out out);  // loss.cpp: nll_loss, embedding
+void dropout(const Op& op, In in, Out out);      // elementwise.cpp (with the random streams)
 
 // An Array over borrowed host memory (never freed through a backend).
 inline Array borrowed(void* data, const Shape& shape, DType dtype) {

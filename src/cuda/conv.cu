@@ -12,7 +12,7 @@
 #include <optional>
 #include <vector>
 
-#include "cuda/common.cuh"
+#include "cuda/gemm.cuh"
 
 namespace crisp::cuda {
 
@@ -161,8 +161,6 @@ struct Choice {
   size_t workspace = 0;
 };
 
-// Problems below this many flops take cuDNN's heuristic choice: measuring costs more than it saves.
-constexpr double kMeasureFlops = double{1 << 24};
 // The workspace algorithms may use while they are measured.
 constexpr size_t kFindWorkspace = size_t{512} << 20;
 
@@ -483,133 +481,6 @@ void im2col(const Unroll& u, const T* x, T* cols) {
   im2col_kernel<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(total, x, cols, u);
   CUDA_LAUNCH_CHECK();
 }
-
-// A CUDA event, destroyed with its owner.
-struct Event {
-  cudaEvent_t e = nullptr;
-  Event() { CUDA_CHECK(cudaEventCreate(&e)); }
-  ~Event() { cudaEventDestroy(e); }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-};
-
-// GPU time of run() in ms: the better of two runs after a warm-up.
-template <class F>
-float gpu_ms(F&& run) {
-  const cudaStream_t s = ctx().stream;
-  Event start, stop;
-  run();
-  float best = 0;
-  for (int i = 0; i < 2; ++i) {
-    CUDA_CHECK(cudaEventRecord(start.e, s));
-    run();
-    CUDA_CHECK(cudaEventRecord(stop.e, s));
-    CUDA_CHECK(cudaEventSynchronize(stop.e));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start.e, stop.e));
-    if (i == 0 || ms < best) best = ms;
-  }
-  return best;
-}
-
-// A product for cuBLASLt: row-major c[m, n] = op(a)[m, k] op(b)[k, n] with row strides lda,
-// ldb, ldc, where op transposes when asked (a stored [k, m], b stored [n, k]); `batch` of them,
-// the operands of each sa, sb, sc elements after the previous one's.
-struct GemmShape {
-  bool ta, tb;
-  int64_t m, n, k, lda, ldb, ldc;
-  int batch = 1;
-  int64_t sa = 0, sb = 0, sc = 0;
-};
-
-// A GEMM through cuBLASLt. It is column-major, so it computes c^T = op(b)^T op(a)^T. The algorithm
-// is picked on first use: for large products the fastest of cuBLASLt's candidates, timed (its first
-// guess for the reference CNN's 7x7 convolution keeps 20 of the GPU's 132 SMs busy), else its first
-// guess.
-class LtGemm {
- public:
-  LtGemm() = default;
-  ~LtGemm() {
-    if (desc_) cublasLtMatmulDescDestroy(desc_);
-    for (cublasLtMatrixLayout_t l : {la_, lb_, lc_})
-      if (l) cublasLtMatrixLayoutDestroy(l);
-  }
-  LtGemm(const LtGemm&) = delete;
-  LtGemm& operator=(const LtGemm&) = delete;
-
-  template <class T>
-  void run(const GemmShape& sh, const T* a, const T* b, T* c) {
-    const auto [ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc] = sh;
-    const bool dbl = std::is_same_v<T, double>;
-    const float f1 = 1, f0 = 0;
-    const double d1 = 1, d0 = 0;
-    const void* one = dbl ? static_cast<const void*>(&d1) : &f1;
-    const void* zero = dbl ? static_cast<const void*>(&d0) : &f0;
-    auto call = [&](const cublasLtMatmulAlgo_t& algo, size_t workspace) {
-      void* ws = workspace ? ctx().workspace(workspace) : nullptr;
-      CUBLAS_CHECK(cublasLtMatmul(ctx().cublaslt, desc_, one, b, la_, a, lb_, zero, c, lc_, c, lc_,
-                                  &algo, ws, workspace, ctx().stream));
-    };
-    if (!desc_) {
-      const BlasTypes t = blas_types<T>();
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, t.compute, dbl ? CUDA_R_64F : CUDA_R_32F));
-      const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-      const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-      CUBLAS_CHECK(
-          cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof(op_b)));
-      CUBLAS_CHECK(
-          cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof(op_a)));
-      auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t.data, u(tb ? k : n), u(tb ? n : k), ldb));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t.data, u(ta ? m : k), u(ta ? k : m), lda));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc_, t.data, u(n), u(m), ldc));
-      if (batch > 1) {
-        const std::pair<cublasLtMatrixLayout_t, int64_t> strides[] = {
-            {la_, sb}, {lb_, sa}, {lc_, sc}};
-        for (const auto& [layout, stride] : strides) {
-          CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                        &batch, sizeof(batch)));
-          CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-              layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
-        }
-      }
-      cublasLtMatmulPreference_t pref = nullptr;
-      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      const size_t max_workspace = size_t{32} << 20;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                           &max_workspace, sizeof(max_workspace));
-      constexpr int kCandidates = 8;
-      cublasLtMatmulHeuristicResult_t found[kCandidates] = {};
-      int count = 0;
-      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-          ctx().cublaslt, desc_, la_, lb_, lc_, lc_, pref, kCandidates, found, &count);
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (st != CUBLAS_STATUS_SUCCESS || count == 0)
-        fail("cuBLASLt has no algorithm for a ", m, "x", n, "x", k, " product");
-      int best = 0;
-      if (2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * batch >=
-          kMeasureFlops) {
-        float best_ms = -1;
-        for (int i = 0; i < count; ++i) {
-          const float ms = gpu_ms([&] { call(found[i].algo, found[i].workspaceSize); });
-          if (best_ms < 0 || ms < best_ms) {
-            best = i;
-            best_ms = ms;
-          }
-        }
-      }
-      algo_ = found[best].algo;
-      workspace_ = found[best].workspaceSize;
-    }
-    call(algo_, workspace_);
-  }
-
- private:
-  cublasLtMatmulDesc_t desc_ = nullptr;
-  cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, lc_ = nullptr;  // b, a, c as cuBLASLt's
-  cublasLtMatmulAlgo_t algo_{};
-  size_t workspace_ = 0;
-};
 
 // One pass of the GEMM path. forward: a = x, b = w, o = y (+ bias); data: a = dy, b = w, o = dx;
 // filter: a = x, b = dy, o = dw. The product's inner dimension is split into `split` parts

@@ -1,10 +1,15 @@
 // CUDA kernels for linear algebra: batched matmul through cuBLAS (strided batches, transposed
 // views read in place, TF32 only when allowed) and a plain kernel for integers.
 #include <algorithm>
+#include <array>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
+#include "cuda/gemm.cuh"
 #include "cuda/map.cuh"
 
 namespace crisp::cuda {
@@ -63,6 +68,31 @@ int to_int(int64_t v) {
   return static_cast<int>(v);
 }
 
+// One product per shape, layout, dtype, TF32 setting and device, its algorithm picked on first
+// use (timed for large ones).
+using ProductKey = std::array<int64_t, 11>;
+std::mutex products_mutex;
+std::map<ProductKey, std::unique_ptr<LtGemm>> products;  // never erased: pointers stay valid
+
+template <class T>
+LtGemm& product_for(const GemmShape& sh) {
+  const ProductKey key{ctx().device,
+                       static_cast<int64_t>(blas_types<T>().compute),
+                       static_cast<int64_t>(blas_types<T>().data),
+                       sh.ta,
+                       sh.tb,
+                       sh.m,
+                       sh.n,
+                       sh.k,
+                       sh.lda,
+                       sh.ldb,
+                       sh.ldc};
+  std::lock_guard lock(products_mutex);
+  std::unique_ptr<LtGemm>& p = products[key];
+  if (!p) p = std::make_unique<LtGemm>();
+  return *p;
+}
+
 template <class T>
 void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
   const size_t nb = a_in.shape.size() - 2;
@@ -93,6 +123,15 @@ void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
   const int64_t sa = nd ? B.sa.back() : 0, sb = nd ? B.sb.back() : 0;
   int64_t outer = 1;
   for (size_t d = 0; d + 1 < nd; ++d) outer *= B.shape[d];
+  // One large product: cuBLASLt (or 3xTF32), timed for the shape. Thin ones stay with cuBLAS,
+  // which runs matrix-vector kernels that cuBLASLt doesn't offer.
+  const GemmShape sh{la->trans, lb->trans, m, n, k, la->ld, lb->ld, n};
+  if (outer == 1 && inner == 1 && m >= 64 && n >= 64 && sh.flops() >= kMeasureFlops) {
+    const T* pa = static_cast<const T*>(a.storage->data) + a.offset;
+    const T* pb = static_cast<const T*>(b.storage->data) + b.offset;
+    product_for<T>(sh).run(sh, pa, pb, o);
+    return;
+  }
   const BlasTypes t = blas_types<T>();
   const float alpha_f = 1, beta_f = 0;
   const double alpha_d = 1, beta_d = 0;

@@ -12,6 +12,7 @@
 namespace crisp::cuda {
 
 void conv_family(const Op& op, In in, Out out);  // conv.cu
+void dropout(const Op& op, In in, Out out);      // creation.cu (with the random streams)
 
 namespace {
 
@@ -1186,6 +1187,8 @@ void nn(const Op& op, In in, Out out) {
     case OpKind::batch_norm:
     case OpKind::batch_norm_backward:
       return norm(op, in, out);
+    case OpKind::dropout:
+      return dropout(op, in, out);
     case OpKind::embedding:
     case OpKind::embedding_backward:
       return embedding(op, in, out);

@@ -1,0 +1,320 @@
+// The products of gemm.cuh: cuBLASLt with a timed algorithm, and the 3xTF32 kernel.
+#include "cuda/gemm.cuh"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+namespace crisp::cuda {
+
+// ---- 3xTF32 ----
+
+namespace {
+
+// k elements per pipeline stage, and stages in flight (copies run two stages ahead of the math).
+constexpr int kBK = 16, kStages = 3;
+
+__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool valid) {
+  // With a source size of 0 nothing is read and the 16 bytes are zero-filled.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ uint32_t tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// x = hi + lo, both rounded to TF32's 10 significand bits: 22 of x's 24 bits. (Truncating
+// instead, as the tensor cores do with a raw float, leaves errors 16 times larger.) An infinite
+// x gets a NaN low part, so its products are NaN where float32's would be infinite.
+__device__ __forceinline__ void split(float x, uint32_t& hi, uint32_t& lo) {
+  hi = tf32(x);
+  lo = tf32(x - __uint_as_float(hi));
+}
+
+// d += a b for a 16x8 tile over k = 8, in the fragment layouts of PTX's mma.m16n8k8.
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Copies the [ROWS, COLS] tile at (r0, c0) of a row-major [rows, cols] matrix (row stride ld)
+// into shared memory with row stride dst_ld, zero-filling past the matrix's edges. cols is a
+// multiple of 4, so each 16-byte chunk is wholly inside or outside.
+template <int ROWS, int COLS, int THREADS>
+__device__ __forceinline__ void load_tile(float* dst, int dst_ld, const float* src, int64_t ld,
+                                          int64_t r0, int64_t c0, int64_t rows, int64_t cols) {
+  constexpr int kChunks = ROWS * COLS / 4;
+#pragma unroll
+  for (int i = static_cast<int>(threadIdx.x); i < kChunks; i += THREADS) {
+    const int r = i / (COLS / 4), c = i % (COLS / 4) * 4;
+    const bool ok = r0 + r < rows && c0 + c < cols;
+    cp_async16(dst + r * dst_ld + c, ok ? src + (r0 + r) * ld + c0 + c : src, ok);
+  }
+}
+
+// Block tile BM x BN, warps of 64x32 each (per 8 k: 24 splits feed 48 tensor-core products). Shared
+// layouts: an operand whose k runs along memory keeps rows of kBK floats (+4), else rows of k of BM
+// or BN floats (+8); both paddings make the fragment reads free of bank conflicts.
+template <int BM, int BN, bool TA, bool TB>
+struct Tile {
+  static constexpr int kWarpsN = BN / 32, kThreads = BM / 64 * kWarpsN * 32;
+  static constexpr int kALd = TA ? BM + 8 : kBK + 4, kBLd = TB ? kBK + 4 : BN + 8;
+  static constexpr int kAElems = TA ? kBK * kALd : BM * kALd;
+  static constexpr int kBElems = TB ? BN * kBLd : kBK * kBLd;
+  static constexpr int kStageElems = kAElems + kBElems;
+  static constexpr size_t kSmem = size_t{kStages} * kStageElems * sizeof(float);
+  static_assert(kSmem <= 48 * 1024, "static shared-memory limit");
+};
+
+template <int BM, int BN, bool TA, bool TB>
+__global__ void __launch_bounds__(Tile<BM, BN, TA, TB>::kThreads)
+    tf32x3_kernel(GemmShape sh, const float* __restrict__ a, const float* __restrict__ b,
+                  float* __restrict__ c) {
+  using L = Tile<BM, BN, TA, TB>;
+  extern __shared__ __align__(16) float smem[];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;  // the fragment layouts' row group and column
+  const int wm = warp / L::kWarpsN * 64, wn = warp % L::kWarpsN * 32;
+  const int64_t m0 = int64_t{blockIdx.y} * BM, n0 = int64_t{blockIdx.x} * BN;
+  a += blockIdx.z * sh.sa;
+  b += blockIdx.z * sh.sb;
+  c += blockIdx.z * sh.sc;
+
+  auto load = [&](int stage, int64_t k0) {
+    float* as = smem + stage * L::kStageElems;
+    float* bs = as + L::kAElems;
+    if constexpr (TA)
+      load_tile<kBK, BM, L::kThreads>(as, L::kALd, a, sh.lda, k0, m0, sh.k, sh.m);
+    else
+      load_tile<BM, kBK, L::kThreads>(as, L::kALd, a, sh.lda, m0, k0, sh.m, sh.k);
+    if constexpr (TB)
+      load_tile<BN, kBK, L::kThreads>(bs, L::kBLd, b, sh.ldb, n0, k0, sh.n, sh.k);
+    else
+      load_tile<kBK, BN, L::kThreads>(bs, L::kBLd, b, sh.ldb, k0, n0, sh.k, sh.n);
+  };
+  auto at_a = [](const float* as, int m, int k) {
+    return TA ? as[k * L::kALd + m] : as[m * L::kALd + k];
+  };
+  auto at_b = [](const float* bs, int k, int n) {
+    return TB ? bs[n * L::kBLd + k] : bs[k * L::kBLd + n];
+  };
+
+  float acc[4][4][4] = {};
+  const int ktiles = static_cast<int>((sh.k + kBK - 1) / kBK);
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < ktiles) load(s, int64_t{s} * kBK);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < ktiles; ++kt) {
+    cp_async_wait<kStages - 2>();
+    // Stage kt has landed for every thread, and every warp is done with stage kt - 1, which the
+    // copies issued next overwrite.
+    __syncthreads();
+    const int next = kt + kStages - 1;
+    if (next < ktiles) load(next % kStages, int64_t{next} * kBK);
+    cp_async_commit();
+    const float* as = smem + (kt % kStages) * L::kStageElems;
+    const float* bs = as + L::kAElems;
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 8) {
+      uint32_t ah[4][4], al[4][4], bh[4][2], bl[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int m = wm + i * 16 + g;
+        split(at_a(as, m, kk + t), ah[i][0], al[i][0]);
+        split(at_a(as, m + 8, kk + t), ah[i][1], al[i][1]);
+        split(at_a(as, m, kk + t + 4), ah[i][2], al[i][2]);
+        split(at_a(as, m + 8, kk + t + 4), ah[i][3], al[i][3]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = wn + j * 8 + g;
+        split(at_b(bs, kk + t, n), bh[j][0], bl[j][0]);
+        split(at_b(bs, kk + t + 4, n), bh[j][1], bl[j][1]);
+      }
+      // The small terms first, so the large one is added last.
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          mma(acc[i][j], al[i], bh[j]);
+          mma(acc[i][j], ah[i], bl[j]);
+          mma(acc[i][j], ah[i], bh[j]);
+        }
+    }
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t r = m0 + wm + i * 16 + g + (e / 2) * 8, col = n0 + wn + j * 8 + 2 * t + e % 2;
+        if (r < sh.m && col < sh.n) c[r * sh.ldc + col] = acc[i][j][e];
+      }
+}
+
+template <int BM, int BN, bool TA, bool TB>
+void launch(const GemmShape& sh, const float* a, const float* b, float* c) {
+  using L = Tile<BM, BN, TA, TB>;
+  const dim3 grid(static_cast<unsigned>((sh.n + BN - 1) / BN),
+                  static_cast<unsigned>((sh.m + BM - 1) / BM), static_cast<unsigned>(sh.batch));
+  tf32x3_kernel<BM, BN, TA, TB><<<grid, L::kThreads, L::kSmem, ctx().stream>>>(sh, a, b, c);
+  CUDA_LAUNCH_CHECK();
+}
+
+template <int BM, int BN>
+void launch_tile(const GemmShape& sh, const float* a, const float* b, float* c) {
+  if (sh.ta)
+    sh.tb ? launch<BM, BN, true, true>(sh, a, b, c) : launch<BM, BN, true, false>(sh, a, b, c);
+  else
+    sh.tb ? launch<BM, BN, false, true>(sh, a, b, c) : launch<BM, BN, false, false>(sh, a, b, c);
+}
+
+}  // namespace
+
+bool tf32x3_fits(const GemmShape& sh, const void* a, const void* b) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  // The extent along each operand's rows in memory.
+  const int64_t a_cols = sh.ta ? sh.m : sh.k, b_cols = sh.tb ? sh.k : sh.n;
+  return sh.m > 0 && sh.n > 0 && sh.k > 0 && aligned(a) && aligned(b) && a_cols % 4 == 0 &&
+         b_cols % 4 == 0 && sh.lda % 4 == 0 && sh.ldb % 4 == 0 && sh.sa % 4 == 0 &&
+         sh.sb % 4 == 0 && (sh.m + 63) / 64 <= 65535 && sh.batch <= 65535;
+}
+
+void tf32x3_gemm(int tile, const GemmShape& sh, const float* a, const float* b, float* c) {
+  switch (tile) {
+    case 0:
+      return launch_tile<128, 64>(sh, a, b, c);
+    case 1:
+      return launch_tile<64, 128>(sh, a, b, c);
+    default:
+      return launch_tile<64, 64>(sh, a, b, c);
+  }
+}
+
+// ---- cuBLASLt ----
+
+LtGemm::~LtGemm() {
+  if (desc_) cublasLtMatmulDescDestroy(desc_);
+  for (cublasLtMatrixLayout_t l : {la_, lb_, lc_})
+    if (l) cublasLtMatrixLayoutDestroy(l);
+}
+
+void LtGemm::call(const void* a, const void* b, void* c, const cublasLtMatmulAlgo_t& algo,
+                  size_t workspace, bool dbl) {
+  const float f1 = 1, f0 = 0;
+  const double d1 = 1, d0 = 0;
+  const void* one = dbl ? static_cast<const void*>(&d1) : &f1;
+  const void* zero = dbl ? static_cast<const void*>(&d0) : &f0;
+  void* ws = workspace ? ctx().workspace(workspace) : nullptr;
+  CUBLAS_CHECK(cublasLtMatmul(ctx().cublaslt, desc_, one, b, la_, a, lb_, zero, c, lc_, c, lc_,
+                              &algo, ws, workspace, ctx().stream));
+}
+
+template <class T>
+void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
+  constexpr bool dbl = std::is_same_v<T, double>;
+  if (!desc_) {
+    const auto [ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc] = sh;
+    const BlasTypes t = blas_types<T>();
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, t.compute, dbl ? CUDA_R_64F : CUDA_R_32F));
+    const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof(op_b)));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof(op_a)));
+    auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t.data, u(tb ? k : n), u(tb ? n : k), ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t.data, u(ta ? m : k), u(ta ? k : m), lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc_, t.data, u(n), u(m), ldc));
+    if (batch > 1) {
+      const std::pair<cublasLtMatrixLayout_t, int64_t> strides[] = {
+          {la_, sb}, {lb_, sa}, {lc_, sc}};
+      for (const auto& [layout, stride] : strides) {
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                      &batch, sizeof(batch)));
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+            layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+      }
+    }
+    cublasLtMatmulPreference_t pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t max_workspace = size_t{32} << 20;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                         &max_workspace, sizeof(max_workspace));
+    constexpr int kCandidates = 8;
+    cublasLtMatmulHeuristicResult_t found[kCandidates] = {};
+    int count = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx().cublaslt, desc_, la_, lb_, lc_,
+                                                             lc_, pref, kCandidates, found, &count);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || count == 0)
+      fail("cuBLASLt has no algorithm for a ", m, "x", n, "x", k, " product");
+    int best = 0;
+    float best_ms = -1;
+    if (sh.flops() >= kMeasureFlops) {
+      for (int i = 0; i < count; ++i) {
+        const float ms = gpu_ms([&] { call(a, b, c, found[i].algo, found[i].workspaceSize, dbl); });
+        if (best_ms < 0 || ms < best_ms) {
+          best = i;
+          best_ms = ms;
+        }
+      }
+    }
+    algo_ = found[best].algo;
+    workspace_ = found[best].workspaceSize;
+    if constexpr (std::is_same_v<T, float>) {
+      // CRISP_TF32X3_TILE=i gives every float32 product these kernels can read tile i, untimed:
+      // how the tests reach each kernel.
+      const char* forced = std::getenv("CRISP_TF32X3_TILE");
+      if (forced && !tf32_enabled() && tf32x3_fits(sh, a, b))
+        tf32x3_tile_ = std::clamp(std::atoi(forced), 0, kTf32x3Tiles - 1);
+      else if (best_ms >= 0 && !tf32_enabled() && tf32x3_fits(sh, a, b)) {
+        for (int tile = 0; tile < kTf32x3Tiles; ++tile) {
+          const float ms = gpu_ms([&] { tf32x3_gemm(tile, sh, a, b, c); });
+          if (ms < best_ms) {
+            best_ms = ms;
+            tf32x3_tile_ = tile;
+          }
+          if (std::getenv("CRISP_PROFILE"))
+            std::fprintf(stderr, "crisp gemm plan: %lldx%lldx%lld%s%s 3xTF32 tile %d %.1f us\n",
+                         static_cast<long long>(m), static_cast<long long>(n),
+                         static_cast<long long>(k), ta ? " a^T" : "", tb ? " b^T" : "", tile,
+                         ms * 1e3);
+        }
+      }
+    }
+    if (best_ms >= 0 && std::getenv("CRISP_PROFILE"))
+      std::fprintf(stderr, "crisp gemm plan: %lldx%lldx%lld%s%s batch %d -> %s (%.1f us)\n",
+                   static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                   ta ? " a^T" : "", tb ? " b^T" : "", batch,
+                   tf32x3_tile_ >= 0 ? "3xTF32" : "cuBLASLt", best_ms * 1e3);
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    // Operands of a later call may sit elsewhere; cuBLASLt takes any that these kernels can't.
+    if (tf32x3_tile_ >= 0 && tf32x3_fits(sh, a, b)) return tf32x3_gemm(tf32x3_tile_, sh, a, b, c);
+  }
+  call(a, b, c, algo_, workspace_, dbl);
+}
+
+template void LtGemm::run(const GemmShape&, const float*, const float*, float*);
+template void LtGemm::run(const GemmShape&, const double*, const double*, double*);
+template void LtGemm::run(const GemmShape&, const __half*, const __half*, __half*);
+template void LtGemm::run(const GemmShape&, const __nv_bfloat16*, const __nv_bfloat16*,
+                          __nv_bfloat16*);
+
+}  // namespace crisp::cuda
