@@ -389,7 +389,6 @@ void elementwise(const Op& op, In in, Out out) {
 
 void dropout(const Op& op, In in, Out out) {
   const Array &x = in[0], &o = out[0];
-  const uint64_t seed = static_cast<uint64_t>(op.ints[0]), off = static_cast<uint64_t>(op.ints[1]);
   const float p = static_cast<float>(op.reals[0]);
   visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -397,14 +396,9 @@ void dropout(const Op& op, In in, Out out) {
       using C = compute_t<T>;
       const C keep = static_cast<C>(static_cast<T>(1 / (1 - op.reals[0])));
       const T* src = x.data<T>();
-      T* dst = o.data<T>();
-      parallel_for(x.numel(), x.numel() * 8, [&](int64_t b, int64_t e) {
-        Stream s(seed, off);
-        for (int64_t i = b; i < e; ++i) {
-          const uint64_t j = 2 * static_cast<uint64_t>(i);
-          const C m = philox::uniform_f32(s(j), s(j + 1)) >= p ? keep : C(0);
-          dst[i] = static_cast<T>(static_cast<C>(src[i]) * m);
-        }
+      generate_random<T>(o, op, [=](Stream& s, uint64_t i) {
+        const C m = philox::uniform_f32(s(2 * i), s(2 * i + 1)) >= p ? keep : C(0);
+        return static_cast<C>(src[i]) * m;
       });
     } else {
       unsupported(op, x.dtype);

@@ -118,30 +118,29 @@ void creation(const Op& op, In, Out out) {
 
 namespace {
 
-template <class T, class C>
-__global__ void dropout_kernel(int64_t n, const T* x, T* y, uint64_t seed, uint64_t off, float p,
-                               C keep) {
-  CRISP_GRID_STRIDE(i, n) {
+template <class T>
+struct Dropout {
+  const T* x;
+  uint64_t seed, off;
+  float p;
+  compute_t<T> keep;
+  __device__ compute_t<T> operator()(int64_t i) const {
     const uint64_t j = 2 * static_cast<uint64_t>(i);
     const float u = philox::uniform_f32(philox::word(seed, off, j), philox::word(seed, off, j + 1));
-    y[i] = convert<T>(load(x[i]) * (u >= p ? keep : C(0)));
+    return load(x[i]) * (u >= p ? keep : compute_t<T>(0));
   }
-}
+};
 
 }  // namespace
 
 void dropout(const Op& op, In in, Out out) {
-  const Array &x = in[0], &o = out[0];
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  visit_float(x.dtype, "dropout", [&](auto tag) {
+  visit_float(in[0].dtype, "dropout", [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    const C keep = load(convert<T>(static_cast<C>(1 / (1 - op.reals[0]))));
-    dropout_kernel<T, C><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-        n, x.data<T>(), o.data<T>(), static_cast<uint64_t>(op.ints[0]),
-        static_cast<uint64_t>(op.ints[1]), static_cast<float>(op.reals[0]), keep);
-    CUDA_LAUNCH_CHECK();
+    generate<T>(out[0],
+                Dropout<T>{in[0].data<T>(), static_cast<uint64_t>(op.ints[0]),
+                           static_cast<uint64_t>(op.ints[1]), static_cast<float>(op.reals[0]),
+                           load(convert<T>(static_cast<C>(1 / (1 - op.reals[0]))))});
   });
 }
 

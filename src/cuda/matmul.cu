@@ -76,17 +76,9 @@ std::map<ProductKey, std::unique_ptr<LtGemm>> products;  // never erased: pointe
 
 template <class T>
 LtGemm& product_for(const GemmShape& sh) {
-  const ProductKey key{ctx().device,
-                       static_cast<int64_t>(blas_types<T>().compute),
-                       static_cast<int64_t>(blas_types<T>().data),
-                       sh.ta,
-                       sh.tb,
-                       sh.m,
-                       sh.n,
-                       sh.k,
-                       sh.lda,
-                       sh.ldb,
-                       sh.ldc};
+  const BlasTypes t = blas_types<T>();
+  const ProductKey key{ctx().device, t.compute, t.data, sh.ta,  sh.tb, sh.m,
+                       sh.n,         sh.k,      sh.lda, sh.ldb, sh.ldc};
   std::lock_guard lock(products_mutex);
   std::unique_ptr<LtGemm>& p = products[key];
   if (!p) p = std::make_unique<LtGemm>();
