@@ -2,6 +2,7 @@
 // stream, with parameter blocks of 16 and 416 bytes (an elementwise op's is about 400). Every
 // eager op costs at least one launch, so no framework that launches a kernel per op dispatches
 // faster. Prints `us_per_bare_launch <median over repeats>` for bench/gpu.py.
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -37,17 +38,41 @@ int main() {
       !ok(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"))
     return 1;
   const Params q{};
+  // The driver's cuLaunchKernel on a function looked up once, without the runtime's per-launch
+  // lookup of the kernel from its host stub (found at run time: no link to libcuda): on the
+  // context's function, and on the context-independent kernel handle (crisp's launches).
+  using LaunchFn = decltype(&cuLaunchKernel);
+  void* entry = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  cudaFunction_t fn = nullptr;
+  cudaKernel_t kernel = nullptr;
+  if (!ok(cudaGetDriverEntryPointByVersion("cuLaunchKernel", &entry, 12000, cudaEnableDefault,
+                                           &found),
+          "cudaGetDriverEntryPointByVersion") ||
+      found != cudaDriverEntryPointSuccess ||
+      !ok(cudaGetFuncBySymbol(&fn, reinterpret_cast<const void*>(&empty_small)),
+          "cudaGetFuncBySymbol") ||
+      !ok(cudaGetKernel(&kernel, reinterpret_cast<const void*>(&empty_small)), "cudaGetKernel"))
+    return 1;
+  const auto driver_launch = reinterpret_cast<LaunchFn>(entry);
   constexpr int kLaunches = 20000, kRepeats = 5;
-  for (int large = 0; large < 2; ++large) {
+  for (int variant = 0; variant < 4; ++variant) {
     std::vector<double> us;
     for (int r = 0; r < kRepeats + 1; ++r) {  // the first repeat warms up
       if (!ok(cudaStreamSynchronize(s), "cudaStreamSynchronize")) return 1;
       const auto t0 = std::chrono::steady_clock::now();
       for (int i = 0; i < kLaunches; ++i) {
-        if (large)
+        if (variant >= 2) {
+          long n = 1;
+          void* args[] = {&p, &n};
+          const auto f = variant == 2 ? reinterpret_cast<CUfunction>(fn)
+                                      : reinterpret_cast<CUfunction>(kernel);
+          driver_launch(f, 1, 1, 1, 256, 1, 1, 0, reinterpret_cast<CUstream>(s), args, nullptr);
+        } else if (variant == 1) {
           empty_large<<<1, 256, 0, s>>>(p, 1, q);
-        else
+        } else {
           empty_small<<<1, 256, 0, s>>>(p, 1);
+        }
       }
       if (!ok(cudaStreamSynchronize(s), "launch")) return 1;
       const auto t1 = std::chrono::steady_clock::now();
@@ -55,8 +80,9 @@ int main() {
         us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / kLaunches);
     }
     std::sort(us.begin(), us.end());
-    std::printf("%s %.4f us\n", large ? "us_per_bare_launch_416B" : "us_per_bare_launch",
-                us[us.size() / 2]);
+    const char* names[] = {"us_per_bare_launch", "us_per_bare_launch_416B",
+                           "us_per_bare_launch_driver", "us_per_bare_launch_driver_kernel"};
+    std::printf("%s %.4f us\n", names[variant], us[us.size() / 2]);
   }
   return 0;
 }

@@ -94,6 +94,7 @@ class Bench {
     Tensor a = randn({64, 64});
     report_.add("us_per_matmul64_async",
                 median_per_call([&] { Tensor z = matmul(a, a); }, iters, 100) * 1e6, "us/op");
+    backend_->report_profile("dispatch");
   }
 
   int64_t big_n() const { return cfg_.quick ? int64_t{1} << 20 : int64_t{1} << 28; }
@@ -157,6 +158,7 @@ class Bench {
     for (int64_t i = 0; i + 63 < n; i += 64) step(i);
     backend_->synchronize();
     const double epoch = now_s() - t0;
+    backend_->report_profile("reference CNN training epoch" + tag);
     const float last = loss.item<float>();
     if (!std::isfinite(last)) fail("the training loss is ", last);
     report_.add("seedcnn_epoch_s" + tag, epoch, "s / epoch");
@@ -168,6 +170,7 @@ class Bench {
         Tensor p = model(X[Slice(i, std::min(i + 512, infer_n))]).argmax(1);
     };
     report_.add("seedcnn_infer10k_b512_ms" + tag, median_per_call(infer, 1, 2) * 1e3, "ms");
+    backend_->report_profile("reference CNN inference, batch 512" + tag);
 
     const int images = cfg_.quick ? 100 : 1000;
     std::vector<double> loops, each;
@@ -182,6 +185,7 @@ class Bench {
     }
     report_.add("seedcnn_single_image_us" + tag, median(loops) * 1e6, "us (mean of a loop)");
     report_.add("seedcnn_single_image_median_us" + tag, median(each) * 1e6, "us (per image)");
+    backend_->report_profile("reference CNN, one image at a time" + tag);
     set_allow_tf32(false);
   }
 

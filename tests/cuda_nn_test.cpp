@@ -3,6 +3,7 @@
 // per-channel sums, packed and wide plane passes, long rows, atomics under repeated indices.
 #include <algorithm>
 #include <functional>
+#include <sstream>
 
 #include "testing.h"
 
@@ -226,59 +227,164 @@ TEST_P(CudaNn, IndexingMatchesCpuOnLargeInputs) {
   EXPECT_EQ(y.to_vector<int64_t>(), yc.to_vector<int64_t>());
 }
 
+// Thirty parameters in one optimizer: more than one launch's table, sizes that leave packs and
+// tails, an unaligned view, and one parameter that skips the first step (so two step counts).
 TEST_P(CudaNn, OptimizerStepsMatchCpu) {
+  using Params = std::vector<nn::NamedParam>;
   struct Case {
     const char* name;
-    std::function<std::unique_ptr<optim::Optimizer>(Tensor*)> make;
+    std::function<std::unique_ptr<optim::Optimizer>(const Params&)> make;
   };
   const std::vector<Case> cases = {
       {"sgd",
-       [](Tensor* p) {
+       [](const Params& p) {
          return std::make_unique<optim::SGD>(
-             std::vector<nn::NamedParam>{{"p", p}},
+             p,
              optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
        }},
       {"adam",
-       [](Tensor* p) {
+       [](const Params& p) {
          return std::make_unique<optim::Adam>(
-             std::vector<nn::NamedParam>{{"p", p}},
-             optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1, .amsgrad = true});
+             p, optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1, .amsgrad = true});
        }},
       {"adamw",
-       [](Tensor* p) {
-         return std::make_unique<optim::AdamW>(std::vector<nn::NamedParam>{{"p", p}},
-                                               optim::AdamWOptions{.lr = 0.01});
+       [](const Params& p) {
+         return std::make_unique<optim::AdamW>(p, optim::AdamWOptions{.lr = 0.01});
        }},
       {"rmsprop",
-       [](Tensor* p) {
+       [](const Params& p) {
          return std::make_unique<optim::RMSprop>(
-             std::vector<nn::NamedParam>{{"p", p}},
-             optim::RMSpropOptions{.lr = 0.01, .momentum = 0.5, .centered = true});
+             p, optim::RMSpropOptions{.lr = 0.01, .momentum = 0.5, .centered = true});
        }},
   };
+  const Shape shapes[] = {{101, 70}, {3}, {2, 4101}, {1000}};
+  constexpr size_t kParams = 30;
   for (DType dt : {f32, f64, bf16}) {
     for (const Case& c : cases) {
-      // 7070 elements: the vectorized updates' packs and a tail.
-      Tensor init = randn({101, 70}).cast(dt);
-      Tensor p = init.detach().requires_grad_();
-      Tensor pc = init.to(Backend::cpu()).detach().requires_grad_();
-      auto opt = c.make(&p);
-      auto optc = Backend::cpu()->use([&] { return c.make(&pc); });
+      std::vector<Tensor> p(kParams), pc(kParams);
+      Params named, named_c;
+      for (size_t i = 0; i < kParams; ++i) {
+        const Shape& shape = shapes[i % 4];
+        // The last shape as a view one element into a larger array: not 16-byte aligned.
+        Tensor init = i % 4 == 3 ? randn({1001})[Slice(1, _)].cast(dt) : randn(shape).cast(dt);
+        p[i] = init.detach().requires_grad_();
+        pc[i] = init.to(Backend::cpu()).detach().requires_grad_();
+      }
+      for (size_t i = 0; i < kParams; ++i) {
+        std::ostringstream name;
+        name << 'p' << i;
+        named.push_back({name.str(), &p[i]});
+        named_c.push_back({name.str(), &pc[i]});
+      }
+      auto opt = c.make(named);
+      auto optc = Backend::cpu()->use([&] { return c.make(named_c); });
       for (int step = 0; step < 3; ++step) {
-        Tensor g = randn({101, 70}).cast(dt);
         opt->zero_grad();
-        (p * g).sum().backward();
+        optc->zero_grad();
+        Tensor loss = zeros({}, dt);
+        Tensor loss_c = Backend::cpu()->use([&] { return zeros({}, dt); });
+        for (size_t i = step == 0 ? 1 : 0; i < kParams; ++i) {
+          Tensor g = randn(p[i].shape()).cast(dt);
+          loss = loss + (p[i] * g).sum();
+          loss_c =
+              Backend::cpu()->use([&] { return loss_c + (pc[i] * g.to(Backend::cpu())).sum(); });
+        }
+        loss.backward();
         opt->step();
         Backend::cpu()->use([&] {
-          optc->zero_grad();
-          (pc * g.to(Backend::cpu())).sum().backward();
+          loss_c.backward();
           optc->step();
           return 0;
         });
       }
-      expect_tensors_close(p, pc, dt == bf16 ? 1e-2 : dt == f64 ? 1e-12 : 1e-5, c.name);
+      for (size_t i = 0; i < kParams; ++i) {
+        std::ostringstream what;
+        what << c.name << " parameter " << i;
+        expect_tensors_close(p[i], pc[i],
+                             dt == bf16  ? 1e-2
+                             : dt == f64 ? 1e-12
+                                         : 1e-5,
+                             what.str().c_str());
+      }
     }
   }
+}
+
+// Small forward convolutions (one image of a small CNN) run as one direct kernel. Its outputs
+// against the CPU's float64 ones from the same (rounded) inputs, within each dtype's rounding
+// relative to the sum of the output's terms' magnitudes; its gradients through the unchanged
+// backward passes against the CPU's.
+TEST_P(CudaNn, SmallConvolutionsMatchCpu) {
+  struct Case {
+    const char* name;
+    Shape x, w;
+    ConvOptions opt;
+    bool bias = true;
+  };
+  const std::vector<Case> cases{
+      {"reference CNN conv1", {1, 1, 28, 28}, {20, 1, 5, 5}, {.padding = {2}}},
+      {"reference CNN conv2", {1, 20, 14, 14}, {50, 20, 5, 5}, {.padding = {2}}},
+      {"reference CNN conv3", {1, 50, 7, 7}, {500, 50, 5, 5}, {.padding = {2}}},
+      {"stride 2", {2, 8, 15, 15}, {12, 8, 3, 3}, {.stride = {2}, .padding = {1}}},
+      {"dilation 2", {3, 6, 12, 11}, {10, 6, 3, 3}, {.padding = {2}, .dilation = {2}}},
+      {"groups 2", {2, 8, 9, 9}, {6, 4, 3, 3}, {.padding = {1}, .groups = 2}},
+      {"no bias, odd size", {1, 3, 13, 17}, {7, 3, 4, 2}, {.padding = {3, 1}}, false},
+      {"one input channel", {3, 1, 20, 19}, {5, 1, 3, 3}, {.padding = {1}}},
+      {"1-d", {2, 5, 40}, {9, 5, 7}, {.stride = {3}, .padding = {2}}},
+  };
+  auto conv = [](const Case& c, const std::vector<Tensor>& v) {
+    const std::optional<Tensor> b = c.bias ? std::optional(v[2]) : std::nullopt;
+    return v[0].ndim() == 3 ? conv1d(v[0], v[1], b, c.opt) : conv2d(v[0], v[1], b, c.opt);
+  };
+  for (const Case& c : cases) {
+    const std::vector<Tensor> in{randn(c.x), randn(c.w), randn({c.w[0]})};
+    for (DType dt : {f32, f64, f16, bf16}) {
+      std::vector<Tensor> typed;
+      for (const Tensor& t : in) typed.push_back(t.cast(dt));
+      const std::vector<double> got = values(conv(c, typed));
+      const auto [ref, scale] = Backend::cpu()->use([&] {
+        std::vector<Tensor> v, mag;
+        for (const Tensor& t : typed) {
+          v.push_back(t.to(Backend::cpu()).cast(f64));
+          mag.push_back(v.back().abs());
+        }
+        return std::pair{values(conv(c, v)), values(conv(c, mag))};
+      });
+      const double tol = dt == f64 ? 1e-12 : dt == f32 ? 1e-5 : dt == f16 ? 1e-3 : 8e-3;
+      ASSERT_EQ(got.size(), ref.size()) << c.name;
+      size_t worst = 0;
+      double worst_ratio = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double ratio = std::abs(got[i] - ref[i]) / (tol * scale[i]);
+        if (!(ratio <= worst_ratio)) {
+          worst = i;
+          worst_ratio = ratio;
+        }
+      }
+      EXPECT_LE(worst_ratio, 1.0) << c.name << " " << dtype_name(dt) << " at " << worst << ": "
+                                  << got[worst] << " vs " << ref[worst] << ", terms' scale "
+                                  << scale[worst];
+    }
+    expect_same([&](auto& v) { return conv(c, v); }, c.bias ? in : std::vector{in[0], in[1]}, 1e-4,
+                c.name);
+  }
+  // loss.backward() through the reference CNN's first two convolutions for one image.
+  const std::vector<Tensor> params{randn({1, 1, 28, 28}), randn({20, 1, 5, 5}), randn({20}),
+                                   randn({50, 20, 5, 5}), randn({50})};
+  auto grads = [](std::vector<Tensor> p) {
+    for (Tensor& t : p) t = t.detach().requires_grad_();
+    Tensor h =
+        conv2d(conv2d(p[0], p[1], p[2], {.padding = {2}}).relu(), p[3], p[4], {.padding = {2}});
+    (h * h).mean().backward();
+    std::vector<Tensor> g;
+    for (const Tensor& t : p) g.push_back(t.grad());
+    return g;
+  };
+  const std::vector<Tensor> got = grads(params);
+  const std::vector<Tensor> ref = Backend::cpu()->use([&] { return grads(on_cpu(params)); });
+  for (size_t i = 0; i < got.size(); ++i)
+    expect_tensors_close(got[i], ref[i], 1e-4,
+                         ("reference CNN gradient " + std::to_string(i)).c_str());
 }
 
 }  // namespace crisp::testing

@@ -1,11 +1,14 @@
 // The CUDA backend against the CPU backend on inputs large and oddly laid out enough to take
 // every kernel path (split reductions, block scans, radix sorts, strided batches), plus the
 // backend's own API: random streams equal to the CPU's, transfers, memory statistics.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "testing.h"
 
@@ -246,6 +249,158 @@ TEST_P(CudaBackend, TransfersAndMemoryStatistics) {
     expect_tensors_close(Backend::cpu()->use([&] { return m.sum(1); }), m.sum(1), 1e-6);
   }
   EXPECT_LE(cuda->memory_stats().allocated, before.allocated);
+}
+
+// ---- products with few rows (matrix-vector kernels) ----
+
+namespace {
+
+// The float64 product of a and b on the CPU, and each output's sum of |terms| (float32's
+// error-bound scale), as row-major values.
+struct Reference {
+  std::vector<double> want, scale;
+};
+
+Reference reference(const Tensor& a, const Tensor& b) {
+  auto cpu = Backend::cpu();
+  return cpu->use([&] {
+    Tensor ha = a.to(cpu).cast(f64), hb = b.to(cpu).cast(f64);
+    return Reference{values(matmul(ha, hb)), values(matmul(ha.abs(), hb.abs()))};
+  });
+}
+
+// got (on CUDA) within tol of want, each output's error measured against its scale; the first
+// `count` values of ref (all when 0).
+void expect_within(const Tensor& got, const Reference& ref, double tol, const std::string& what,
+                   size_t count = 0) {
+  EXPECT_EQ(got.backend().get(), Backend::cuda().get()) << what;
+  const std::vector<double> g = values(got);
+  ASSERT_EQ(g.size(), count ? count : ref.want.size()) << what;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double e = std::abs(g[i] - ref.want[i]) / std::max(ref.scale[i], 1e-300);
+    ASSERT_LE(e, tol) << what << " at " << i << ": " << g[i] << " vs " << ref.want[i];
+  }
+}
+
+void expect_product_within(const Tensor& a, const Tensor& b, double tol, const std::string& what) {
+  expect_within(matmul(a, b), reference(a, b), tol, what);
+}
+
+// Rounding both inputs and the output to the dtype's precision (u = 2^-11 for float16, 2^-8 for
+// bfloat16) moves an output by at most about 3u of its sum of |terms|.
+double few_rows_tolerance(DType dt) {
+  return dt == f64 ? 1e-12 : dt == f32 ? 1e-5 : dt == f16 ? 2e-3 : 1.5e-2;
+}
+
+}  // namespace
+
+// Every row count the kernels handle (rounded up to 1, 2, 4 or 8 inside) against odd and even
+// sizes, with B stored as rows of B^T (x @ W^T, walking along k) and row-major (walking along n),
+// in every floating dtype.
+TEST_P(CudaBackend, FewRowProductsMatchFloat64ForEveryShapeAndLayout) {
+  for (int64_t k : {1, 7, 64, 1125, 4500}) {
+    Tensor a8 = randn({8, k}, f64);
+    for (int64_t n : {1, 10, 33, 2250}) {
+      Tensor w = randn({n, k}, f64);
+      const Reference ref = reference(a8, w.t());
+      for (DType dt : {f32, f16, bf16, f64}) {
+        Tensor ad = a8.cast(dt), wd = w.cast(dt);
+        for (bool stored_transposed : {true, false}) {
+          Tensor b = stored_transposed ? wd.t() : wd.t().contiguous();
+          for (int64_t m : {1, 2, 3, 5, 8}) {
+            const std::string what = std::string(dtype_name(dt)) + " m=" + std::to_string(m) +
+                                     " k=" + std::to_string(k) + " n=" + std::to_string(n) +
+                                     (stored_transposed ? " B^T stored" : " B stored");
+            expect_within(matmul(ad[Slice(0, m)], b), ref, few_rows_tolerance(dt), what,
+                          static_cast<size_t>(m * n));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Views whose rows are not 16-byte aligned or not contiguous take the kernels' element-wise
+// loads; batches (broadcast too) run as one grid; a B with neither stride 1 goes to cuBLAS.
+TEST_P(CudaBackend, FewRowProductsOfViewsAndBatchesMatchFloat64) {
+  const double tol = few_rows_tolerance(f32);
+  Tensor w = randn({33, 1126});
+  Tensor x = randn({3, 1126});
+  expect_product_within(x[Slice(), Slice(1, _)], w[Slice(), Slice(1, _)].t(), tol,
+                        "B^T rows and A at an odd offset");
+  expect_product_within(x[Slice(), Slice(_, 1125)], w[Slice(), Slice(_, 1125)].t(), tol,
+                        "B^T rows 8-byte aligned");
+  expect_product_within(randn({2, 2250})[Slice(), Slice(_, _, 2)], w[Slice(), Slice(1, _)].t(), tol,
+                        "A strided along k");
+  expect_product_within(randn({5, 2250}), randn({10, 2250}).t(), tol, "B^T rows of 2250");
+  expect_product_within(randn({4, 1125}), randn({1125, 36})[Slice(), Slice(1, 34)], tol,
+                        "B rows at an odd offset");
+  expect_product_within(randn({4, 1125}).t().contiguous().t(), randn({1125, 64}), tol,
+                        "A stored transposed");
+  expect_product_within(randn({2, 4500}), randn({4500, 3})[Slice(), Slice(1, 2)], tol,
+                        "one strided column of B");
+  expect_product_within(randn({3, 1}), randn({33, 2})[Slice(), Slice(0, 1)].t(), tol,
+                        "k = 1 with strided columns");
+  expect_product_within(randn({3, 1}), randn({1, 33}), tol, "k = 1 (outer products)");
+  expect_product_within(randn({3, 20}), randn({40, 66})[Slice(_, _, 2), Slice(_, _, 2)], tol,
+                        "B with neither stride 1");
+  expect_product_within(randn({4, 1, 700}), randn({4, 700, 33}), tol, "batch, B stored");
+  expect_product_within(randn({4, 2, 700}), randn({4, 33, 700}).transpose(-2, -1), tol,
+                        "batch, B^T stored");
+  expect_product_within(randn({1, 3, 700}), randn({2, 33, 700}).transpose(-2, -1), tol,
+                        "broadcast batch of A");
+  expect_product_within(randn({3, 700}), randn({5, 700, 33}), tol, "A broadcast over B's batch");
+  expect_product_within(randn({700}), randn({33, 700}).t(), tol, "vector @ matrix");
+  expect_product_within(randn({5, 700}), randn({700}), tol, "matrix @ vector");
+}
+
+// The reference CNN's three Linear layers at batch 1, as the Linear module computes them, in
+// float32 (float32-accurate even with TF32 allowed: the kernels are plain FMAs) and under
+// autocast.
+TEST_P(CudaBackend, FewRowProductsRunTheReferenceCnnsBatchOneLinearLayers) {
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{4500, 2250}, {2250, 1125}, {1125, 10}}) {
+    Tensor x = randn({1, in}), w = randn({out, in}) / std::sqrt(static_cast<double>(in));
+    const Reference ref = reference(x, w.t());
+    const std::string shape = " [1, " + std::to_string(in) + "] @ W^T [" + std::to_string(out) +
+                              ", " + std::to_string(in) + "]";
+    expect_within(matmul(x, w.t()), ref, 1e-5, "float32" + shape);
+    set_allow_tf32(true);
+    Tensor tf32_allowed = matmul(x, w.t());
+    set_allow_tf32(false);
+    expect_within(tf32_allowed, ref, 1e-5, "float32, TF32 allowed" + shape);
+    for (DType dt : {f16, bf16}) {
+      amp::Autocast ac(dt);
+      Tensor y = matmul(x, w.t());
+      EXPECT_EQ(y.dtype(), dt);
+      expect_within(y, ref, few_rows_tolerance(dt), "autocast" + shape);
+    }
+  }
+}
+
+// Gradients through a product with one row (a batch-1 Linear): x's is g @ W (walking along n),
+// W's an outer product (cuBLAS).
+TEST_P(CudaBackend, FewRowProductGradientsMatchCpu) {
+  for (DType dt : {f64, f32}) {
+    for (int64_t n : {10, 33, 2250}) {
+      Tensor x = randn({1, 1125}, dt), w = randn({n, 1125}, dt), g = randn({1, n}, dt);
+      expect_same(
+          [](auto& v) {
+            Tensor x = v[0].detach().requires_grad_(), w = v[1].detach().requires_grad_();
+            (matmul(x, w.t()) * v[2]).sum().backward();
+            return concat({x.grad().reshape({-1}), w.grad().reshape({-1})});
+          },
+          {x, w, g}, dt == f64 ? 1e-12 : 1e-4, "x @ W^T backward");
+      expect_same(
+          [](auto& v) {
+            Tensor x = v[0].detach().reshape({-1}).requires_grad_();
+            Tensor w = v[1].detach().requires_grad_();
+            (matmul(x, w.t()) * v[2].reshape({-1})).sum().backward();
+            return concat({x.grad(), w.grad().reshape({-1})});
+          },
+          // g @ W sums n terms: at n = 2250 float32's rounding on either side reaches 2e-5.
+          {x, w, g}, dt == f64 ? 1e-12 : 1e-4, "vector @ W^T backward");
+    }
+  }
 }
 
 }  // namespace crisp::testing

@@ -507,6 +507,42 @@ TEST(Optim, StepsSeveralOptimizersInOneCall) {
   EXPECT_EQ(p.values(), v);
 }
 
+// One optimizer updates its parameters in batches (one op per dtype and step count); each must
+// move exactly as it would alone. Parameters of two dtypes, and one that skips the first step.
+TEST(Optim, BatchedUpdatesEqualOneOptimizerPerParameter) {
+  for (const OptimCase& c : optim_cases()) {
+    const DType dtypes[] = {f64, f32, f64, f32, f64};
+    std::vector<Tensor> together, alone;
+    for (size_t i = 0; i < 5; ++i) {
+      Tensor init = randn({static_cast<int64_t>(3 + 5 * i)}).cast(dtypes[i]);
+      together.push_back(init.detach().requires_grad_());
+      alone.push_back(init.detach().requires_grad_());
+    }
+    std::vector<nn::NamedParam> named;
+    std::vector<std::unique_ptr<Optimizer>> singles;
+    const char* names[] = {"p0", "p1", "p2", "p3", "p4"};
+    for (size_t i = 0; i < 5; ++i) {
+      named.push_back({names[i], &together[i]});
+      singles.push_back(c.make({{"p", &alone[i]}}));
+    }
+    auto opt = c.make(named);
+    for (int step = 0; step < 3; ++step) {
+      opt->zero_grad();
+      for (auto& o : singles) o->zero_grad();
+      for (size_t i = step == 0 ? 1 : 0; i < 5; ++i) {
+        Tensor g = randn(together[i].shape()).cast(dtypes[i]);
+        (together[i] * g).sum().backward();
+        (alone[i] * g).sum().backward();
+      }
+      opt->step();
+      for (auto& o : singles) o->step();
+      for (size_t i = 0; i < 5; ++i)
+        EXPECT_EQ(together[i].to_vector<double>(), alone[i].to_vector<double>())
+            << c.torch << " parameter " << i << " step " << step + 1;
+    }
+  }
+}
+
 TEST(Optim, RejectsBadArguments) {
   TwoParams p;
   EXPECT_CRISP_ERROR(optim::Adam(p.named(), {.beta1 = 1.0}), "invalid beta1 1: must be in [0, 1)");

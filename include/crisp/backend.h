@@ -69,6 +69,16 @@ struct Op {
 
 const char* op_name(OpKind k);
 
+// One parameter's operands in an optimizer update op (op_kinds.inc).
+struct ParamOperands {
+  std::span<const Array> in;
+  std::span<Array> out;
+};
+// Splits an update op's operands per parameter, checking them as the kernels read them; throws
+// when the front end handed something else.
+std::vector<ParamOperands> optim_operands(const Op& op, std::span<const Array> in,
+                                          std::span<Array> out);
+
 // Device memory of a backend, in bytes: held by live tensors, reserved from the device (live
 // plus cached for reuse), and the most ever held at once.
 struct MemoryStats {
@@ -108,6 +118,8 @@ class Backend : public std::enable_shared_from_this<Backend> {
   // With CRISP_PROFILE=1 in the environment the CUDA backend times every op and prints a table
   // (GPU and host time per op kind) at exit; this forgets what was timed so far (warm-up).
   virtual void reset_profile() {}
+  // Prints the table of the ops timed since the last reset under a title, then resets.
+  virtual void report_profile(const std::string& /*title*/) {}
 
   static std::shared_ptr<Backend> cpu();
   // Throws crisp::Error (naming the caller's line) when CUDA is unavailable or device is out of

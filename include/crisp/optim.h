@@ -49,10 +49,11 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // Updates every parameter that has a gradient (others are skipped), one fused backend op per
-  // parameter, without recording gradients. The parameter is replaced through its NamedParam
-  // pointer by a new value that is still a leaf requiring grad and keeps the accumulated
-  // gradient until zero_grad().
+  // Updates every parameter that has a gradient (others are skipped) without recording
+  // gradients, through fused backend ops: one per group for parameters that share a backend, a
+  // dtype and a step count (so a GPU updates a whole model in one or a few launches). The parameter
+  // is replaced through its NamedParam pointer by a new value that is still a leaf requiring grad
+  // and keeps the accumulated gradient until zero_grad().
   virtual void step(Loc loc = Loc::current());
   // Drops every parameter's gradient (PyTorch's set_to_none).
   void zero_grad();
@@ -100,8 +101,9 @@ class Optimizer {
   virtual void check_options(size_t group) const = 0;
   // The buffers a parameter of the group must have once it has taken a step.
   virtual std::vector<bool> required_buffers(size_t group) const = 0;
-  // Runs the one fused update of slot with gradient grad (on the parameter's backend, NoGrad).
-  virtual void update(Slot& slot, size_t group, const Tensor& grad) = 0;
+  // Runs the fused updates of a group's slots with their gradients (grads[i] for slots[i]).
+  virtual void update(std::span<Slot* const> slots, std::span<const Tensor> grads,
+                      size_t group) = 0;
   // The value OneCycleLR cycles: momentum (SGD, RMSprop) or beta1 (Adam, AdamW).
   virtual double& cycled_momentum(size_t group) = 0;
 
@@ -171,7 +173,7 @@ class SGD : public detail::OptimizerWith<SGDOptions> {
   std::vector<Hyper> hyper(size_t group) override;
   void check_options(size_t group) const override;
   std::vector<bool> required_buffers(size_t group) const override;
-  void update(Slot& slot, size_t group, const Tensor& grad) override;
+  void update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) override;
   double& cycled_momentum(size_t group) override { return options_[group].momentum; }
 };
 
@@ -185,7 +187,7 @@ class Adam : public detail::OptimizerWith<AdamOptions> {
   std::vector<Hyper> hyper(size_t group) override;
   void check_options(size_t group) const override;
   std::vector<bool> required_buffers(size_t group) const override;
-  void update(Slot& slot, size_t group, const Tensor& grad) override;
+  void update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) override;
   double& cycled_momentum(size_t group) override { return options_[group].beta1; }
 };
 
@@ -199,7 +201,7 @@ class AdamW : public detail::OptimizerWith<AdamWOptions> {
   std::vector<Hyper> hyper(size_t group) override;
   void check_options(size_t group) const override;
   std::vector<bool> required_buffers(size_t group) const override;
-  void update(Slot& slot, size_t group, const Tensor& grad) override;
+  void update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) override;
   double& cycled_momentum(size_t group) override { return options_[group].beta1; }
 };
 
@@ -214,7 +216,7 @@ class RMSprop : public detail::OptimizerWith<RMSpropOptions> {
   std::vector<Hyper> hyper(size_t group) override;
   void check_options(size_t group) const override;
   std::vector<bool> required_buffers(size_t group) const override;
-  void update(Slot& slot, size_t group, const Tensor& grad) override;
+  void update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) override;
   double& cycled_momentum(size_t group) override { return options_[group].momentum; }
 };
 

@@ -87,6 +87,34 @@ const char* op_name(OpKind k) {
   }
 }
 
+std::vector<ParamOperands> optim_operands(const Op& op, std::span<const Array> in,
+                                          std::span<Array> out) {
+  const int64_t count = op.ints.empty() ? 0 : op.ints.back();
+  if (count < 1 || in.size() % static_cast<size_t>(count) != 0 ||
+      out.size() % static_cast<size_t>(count) != 0)
+    fail(op_name(op.kind), ": ", in.size(), " inputs and ", out.size(),
+         " outputs do not split evenly into ", count, " parameters");
+  const size_t n_in = in.size() / static_cast<size_t>(count);
+  const size_t n_out = out.size() / static_cast<size_t>(count);
+  if (n_in < 2 || n_out < 1) fail(op_name(op.kind), ": expected a parameter and gradient");
+  const DType pd = in[0].dtype, sd = pd == DType::f16 || pd == DType::bf16 ? DType::f32 : pd;
+  std::vector<ParamOperands> params;
+  for (size_t k = 0; k < static_cast<size_t>(count); ++k) {
+    ParamOperands p{in.subspan(k * n_in, n_in), out.subspan(k * n_out, n_out)};
+    const int64_t n = p.in[0].numel();
+    auto check = [&](const Array& a, bool is_state, size_t i) {
+      const DType want = is_state ? sd : pd;
+      if (!a.is_contiguous() || a.numel() != n || a.dtype != want)
+        fail(op_name(op.kind), ": operand ", i, " of parameter ", k, " must be contiguous, ", n,
+             " elements of ", dtype_name(want));
+    };
+    for (size_t i = 0; i < n_in; ++i) check(p.in[i], i >= 2, i);
+    for (size_t i = 0; i < n_out; ++i) check(p.out[i], i >= 1, i);
+    params.push_back(p);
+  }
+  return params;
+}
+
 }  // namespace crisp
 
 #ifndef CRISP_HAVE_CUDA

@@ -261,28 +261,21 @@ int64_t& optim_stream_bytes() {
 }
 
 void optim(const Op& op, In in, Out out) {
-  if (in.size() < 2 || out.empty()) fail(op_name(op.kind), ": expected a parameter and gradient");
-  const DType pd = in[0].dtype, sd = pd == DType::f16 || pd == DType::bf16 ? DType::f32 : pd;
-  const int64_t n = in[0].numel();
-  // The front end hands every operand contiguous and of one size; anything else is a bug there.
-  auto check_operand = [&](const Array& a, size_t i) {
-    if (!a.is_contiguous() || a.numel() != n || a.dtype != (i < 2 ? pd : sd))
-      fail(op_name(op.kind), ": operand ", i, " must be contiguous, ", n, " elements of ",
-           dtype_name(i < 2 ? pd : sd));
+  const auto params = optim_operands(op, in, out);
+  auto each = [&]<class P, class S>() {
+    for (const ParamOperands& p : params) route<P, S>(op, p.in, p.out);
   };
-  for (size_t i = 0; i < in.size(); ++i) check_operand(in[i], i);
-  for (size_t i = 0; i < out.size(); ++i) check_operand(out[i], i == 0 ? 0 : 2);
-  switch (pd) {
+  switch (in[0].dtype) {
     case DType::f32:
-      return route<float, float>(op, in, out);
+      return each.template operator()<float, float>();
     case DType::f64:
-      return route<double, double>(op, in, out);
+      return each.template operator()<double, double>();
     case DType::f16:
-      return route<Half, float>(op, in, out);
+      return each.template operator()<Half, float>();
     case DType::bf16:
-      return route<BFloat16, float>(op, in, out);
+      return each.template operator()<BFloat16, float>();
     default:
-      unsupported(op, pd);
+      unsupported(op, in[0].dtype);
   }
 }
 

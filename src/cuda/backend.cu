@@ -126,6 +126,21 @@ cudnnHandle_t Context::cudnn() {
   return cudnn_;
 }
 
+DriverLaunch driver_launch() {
+  static const DriverLaunch launch = [] {
+    void* entry = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuLaunchKernel", &entry, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return DriverLaunch{};
+    }
+    return reinterpret_cast<DriverLaunch>(entry);
+  }();
+  return launch;
+}
+
 void* Context::workspace(size_t bytes) {
   if (workspace_.size() < bytes) {
     workspace_ = Buffer();  // back to the pool first, so the larger block may reuse it
@@ -336,6 +351,12 @@ class CudaBackend final : public Backend {
 
   void reset_profile() override {
     if (OpProfile* p = op_profile()) p->reset();
+  }
+  void report_profile(const std::string& title) override {
+    if (OpProfile* p = op_profile()) {
+      p->report(title.c_str());
+      p->reset();
+    }
   }
 
  private:

@@ -1,7 +1,9 @@
 // CUDA convolutions: forward, input gradient (also transposed convolution) and weight gradient,
 // for 1-, 2- and 3-d (1-d as 2-d of height 1), with groups and dilation. Each pass over a shape
 // is planned once and kept: through cuDNN (measured for large problems, its heuristics for small
-// ones) or, for 2-d convolutions with one group, as one GEMM over unrolled windows.
+// ones), for 2-d convolutions with one group as one GEMM over unrolled windows, or, for small
+// 1- and 2-d forward passes, as one direct kernel.
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -301,28 +303,38 @@ std::optional<Choice> choose(Pass pass, const Problem& p, const Descs& d, const 
   return c;
 }
 
+// A 2-d convolution (1-d as height 1) whose input and output index in 32 bits.
+struct Geom {
+  int n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups;
+  int64_t positions() const { return int64_t{n} * oh * ow; }      // rows of the unrolled matrix
+  int64_t taps() const { return int64_t{c} / groups * kh * kw; }  // each output's terms: columns
+};
+
+std::optional<Geom> geometry(const Problem& p) {
+  if (p.nd != 2) return std::nullopt;
+  const Geom g{p.x[0], p.x[1],      p.x[2],      p.x[3],   p.y[1],   p.w[2],   p.w[3],   p.y[2],
+               p.y[3], p.stride[0], p.stride[1], p.pad[0], p.pad[1], p.dil[0], p.dil[1], p.groups};
+  if (int64_t{g.n} * g.c * g.h * g.w > INT_MAX || g.positions() * g.o > INT_MAX)
+    return std::nullopt;
+  return g;
+}
+
 // ---- convolution as one GEMM over unrolled windows ----
 // Each output position's input window, unrolled into a row of a matrix, turns a convolution
 // into one cuBLASLt GEMM. Small problems (a classifier CNN at inference, one image) take this
 // path: three short launches, against 30-60 us of host time per cuDNN call. Large ones time it,
 // at several splits of the product's inner dimension, against cuDNN's best and keep the faster.
 
-// A 2-d convolution with one group, small enough for 32-bit index math.
-struct Geom {
-  int n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw;
-  int64_t positions() const { return int64_t{n} * oh * ow; }  // rows of the unrolled matrix
-  int64_t taps() const { return int64_t{c} * kh * kw; }       // its columns
-};
-
 // Elements of the largest matrix the GEMM path builds (bounding scratch memory and indices).
 constexpr int64_t kMaxUnrolled = int64_t{1} << 26;
 // What row_stride rounds rows up to.
 constexpr int64_t kRowBytes = 128;
 
+// A 2-d convolution with one group, whose unrolled matrices stay within kMaxUnrolled.
 std::optional<Geom> gemm_geometry(const Problem& p) {
-  if (p.nd != 2 || p.groups != 1) return std::nullopt;
-  const Geom g{p.x[0], p.x[1],      p.x[2],      p.x[3],   p.y[1],   p.w[2],   p.w[3],  p.y[2],
-               p.y[3], p.stride[0], p.stride[1], p.pad[0], p.pad[1], p.dil[0], p.dil[1]};
+  const std::optional<Geom> geom = geometry(p);
+  if (!geom || geom->groups != 1) return std::nullopt;
+  const Geom& g = *geom;
   // The widest row row_stride may give, with 2-byte elements.
   const int64_t rows = g.positions(),
                 widest_row = (g.taps() + kRowBytes / 2 - 1) / (kRowBytes / 2) * (kRowBytes / 2);
@@ -573,6 +585,227 @@ void run_gemm(Pass pass, const Geom& g, int split, LtGemm& gemm, DType dt, const
               [&](auto tag) { gemm_conv<decltype(tag)>(pass, g, split, gemm, a, b, o, bias); });
 }
 
+// ---- direct convolution: a small forward pass in one launch ----
+// A block stages one image's input channels of one group, and the weights of kDirectCo of the
+// group's output channels, in shared memory in the compute type, and computes those channels'
+// outputs over a range of positions, bias included: one launch per convolution, where the GEMM
+// path takes three or four (~29 us of host time, most of it cuBLASLt's) and cuDNN 30-60 us.
+
+constexpr int kDirectCo = 4;   // output channels per block and per thread (one weight load)
+constexpr int kDirectPos = 2;  // output positions per thread: each weight load serves both
+// The fewest taps a thread sums when an output's taps are split over threads.
+constexpr int kDirectMinTaps = 8;
+// Shared memory a kernel may use without opting in.
+constexpr int64_t kDefaultShared = 48 << 10;
+
+// kDirectCo output channels' weights at one tap: one shared-memory load gives all of them.
+template <class C>
+struct alignas(16) CoWeights {
+  C v[kDirectCo];
+};
+
+// A direct convolution's launch: the grid is images x groups x chunks of kDirectCo output
+// channels x parts of the output positions.
+struct Direct {
+  Geom g;
+  int cg, og;       // input and output channels per group
+  int taps;         // terms of each output: cg * kh * kw
+  int hs, ws;       // the staged input's rows and columns, padding included
+  int chunks;       // output-channel chunks per group
+  int parts, span;  // position parts per image and chunk, of span positions each
+  int pairs;        // position groups per part: each thread takes kDirectPos, pairs apart
+  int slices;       // threads each output's taps are split over
+  int blocks, threads;
+  int shared;  // dynamic shared memory, in bytes
+  DivBy<int> ws_div, hs_div;
+};
+
+// Elements of the staged input, rounded up so that the weights after it are aligned.
+__host__ __device__ inline int direct_staged(const Direct& d) {
+  return (d.cg * d.hs * d.ws + kDirectCo - 1) / kDirectCo * kDirectCo;
+}
+
+// Shared memory: xs [cg, hs, ws] the input with its padding, then wk [taps] the chunk's weights,
+// then off [taps] each tap's offset in xs from a window's corner. When taps are split over
+// threads, the partial sums [kDirectCo * kDirectPos, pairs * slices] overwrite them at the end.
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    direct_kernel(const T* x, const T* w, const T* bias, T* y, Direct d) {
+  using C = compute_t<T>;
+  extern __shared__ __align__(16) unsigned char shared[];
+  const Geom& g = d.g;
+  C* xs = reinterpret_cast<C*>(shared);
+  CoWeights<C>* wk = reinterpret_cast<CoWeights<C>*>(xs + direct_staged(d));
+  int* off = reinterpret_cast<int*>(wk + d.taps);
+  int b = static_cast<int>(blockIdx.x);
+  const int part = b % d.parts;
+  b /= d.parts;
+  const int chunk = b % d.chunks;
+  b /= d.chunks;
+  const int group = b % g.groups, n = b / g.groups;
+  // The chunk's first output channel, and how many of its kDirectCo the group has.
+  const int co0 = group * d.og + chunk * kDirectCo, nco = min(kDirectCo, d.og - chunk * kDirectCo);
+
+  const T* xn = x + (n * g.c + group * d.cg) * g.h * g.w;
+  const int staged = d.cg * d.hs * d.ws;
+  // kStage loads in flight per thread: one at a time, staging waits out a memory latency per
+  // element (most of the kernel's time for the reference CNN's second and third layers).
+  constexpr int kStage = 8;
+  for (int e0 = threadIdx.x; e0 < staged; e0 += kStage * blockDim.x) {
+    C v[kStage];
+#pragma unroll
+    for (int u = 0; u < kStage; ++u) {
+      const int e = e0 + u * static_cast<int>(blockDim.x);
+      const int q = d.ws_div.div(e), c = e - q * d.ws;  // q = ci * hs + r
+      const int ci = d.hs_div.div(q), r = q - ci * d.hs;
+      const int iy = r - g.ph, ix = c - g.pw;
+      v[u] = e < staged && iy >= 0 && iy < g.h && ix >= 0 && ix < g.w
+                 ? load(xn[(ci * g.h + iy) * g.w + ix])
+                 : C(0);
+    }
+#pragma unroll
+    for (int u = 0; u < kStage; ++u)
+      if (const int e = e0 + u * static_cast<int>(blockDim.x); e < staged) xs[e] = v[u];
+  }
+  const int window = g.kh * g.kw;
+  for (int k = threadIdx.x; k < d.taps; k += blockDim.x) {
+    CoWeights<C> v;
+#pragma unroll
+    for (int j = 0; j < kDirectCo; ++j) v.v[j] = j < nco ? load(w[(co0 + j) * d.taps + k]) : C(0);
+    wk[k] = v;
+    const int ci = k / window, t = k - ci * window, ky = t / g.kw, kx = t - ky * g.kw;
+    off[k] = (ci * d.hs + ky * g.dh) * d.ws + kx * g.dw;
+  }
+  __syncthreads();
+
+  const int plane = g.oh * g.ow, first = part * d.span, count = min(d.span, plane - first);
+  const int items = d.pairs * d.slices;  // (slice, position group) pairs
+  C acc[kDirectCo][kDirectPos];
+  // Loops only when the taps are not split (then an item is a position group).
+  for (int item = threadIdx.x; item < items; item += blockDim.x) {
+    const int s = item / d.pairs, q = item - s * d.pairs;
+    int at[kDirectPos];  // each position's window corner in xs
+#pragma unroll
+    for (int i = 0; i < kDirectPos; ++i) {
+      const int pos = first + min(q + i * d.pairs, count - 1), oy = pos / g.ow;
+      at[i] = oy * g.sh * d.ws + (pos - oy * g.ow) * g.sw;
+    }
+#pragma unroll
+    for (int j = 0; j < kDirectCo; ++j)
+#pragma unroll
+      for (int i = 0; i < kDirectPos; ++i) acc[j][i] = 0;
+    const int k1 = (s + 1) * d.taps / d.slices;
+#pragma unroll 4
+    for (int k = s * d.taps / d.slices; k < k1; ++k) {
+      const C* xk = xs + off[k];
+      const CoWeights<C> wv = wk[k];
+#pragma unroll
+      for (int i = 0; i < kDirectPos; ++i) {
+        const C v = xk[at[i]];
+#pragma unroll
+        for (int j = 0; j < kDirectCo; ++j) acc[j][i] += wv.v[j] * v;
+      }
+    }
+    if (d.slices > 1) continue;  // then each thread has one item, summed with its slices below
+    for (int j = 0; j < nco; ++j) {
+      const C bj = bias ? load(bias[co0 + j]) : C(0);
+      T* yj = y + (n * g.o + co0 + j) * plane + first;
+#pragma unroll
+      for (int i = 0; i < kDirectPos; ++i)
+        if (q + i * d.pairs < count) yj[q + i * d.pairs] = convert<T>(acc[j][i] + bj);
+    }
+  }
+  if (d.slices == 1) return;
+
+  __syncthreads();  // the staged data is read no more
+  C* sums = xs;
+  if (static_cast<int>(threadIdx.x) < items)
+#pragma unroll
+    for (int j = 0; j < kDirectCo; ++j)
+#pragma unroll
+      for (int i = 0; i < kDirectPos; ++i)
+        sums[(j * kDirectPos + i) * items + threadIdx.x] = acc[j][i];
+  __syncthreads();
+  for (int e = threadIdx.x; e < nco * count; e += blockDim.x) {
+    const int j = e / count, p = e - j * count, i = p / d.pairs, q = p - i * d.pairs;
+    const C* sj = sums + (j * kDirectPos + i) * items + q;
+    C v = bias ? load(bias[co0 + j]) : C(0);
+    for (int s = 0; s < d.slices; ++s) v += sj[s * d.pairs];
+    y[(n * g.o + co0 + j) * plane + first + p] = convert<T>(v);
+  }
+}
+
+// The direct launch for a small forward pass whose staged data fits in shared memory, or
+// nothing. Small: at most 2^16 outputs and 2^26 multiply-adds (~8 us at a quarter of an H200's
+// float32 FMA rate). With few outputs, the libraries' tiled kernels fill few SMs too (cuBLASLt's
+// product for the reference CNN's 7x7 layer fills 20 of 132), so their per-term speed doesn't
+// pay for their host cost; at the reference CNN's training batch of 64 (from 600K outputs) they
+// fill the GPU, and their measured plans stay.
+constexpr int64_t kDirectMaxOutputs = int64_t{1} << 16;
+constexpr int64_t kDirectMaxMacs = int64_t{1} << 26;
+std::optional<Direct> direct_launch(const Problem& p) {
+  const std::optional<Geom> geom = geometry(p);
+  if (!geom) return std::nullopt;
+  const Geom& g = *geom;
+  const int64_t plane = int64_t{g.oh} * g.ow, outputs = g.positions() * g.o;
+  if (outputs > kDirectMaxOutputs || outputs * g.taps() > kDirectMaxMacs) return std::nullopt;
+  Direct d{};
+  d.g = g;
+  d.cg = g.c / g.groups;
+  d.og = g.o / g.groups;
+  d.taps = static_cast<int>(g.taps());
+  const int64_t hs = int64_t{g.oh - 1} * g.sh + int64_t{g.kh - 1} * g.dh + 1,
+                ws = int64_t{g.ow - 1} * g.sw + int64_t{g.kw - 1} * g.dw + 1;
+  const int64_t cs = visit_float(
+      p.dtype, "conv", [](auto tag) { return int64_t{sizeof(compute_t<decltype(tag)>)}; });
+  // Bound the sizes (in double: hs and ws may be large) before they meet 32-bit math.
+  const int64_t limit =
+      std::max(kDefaultShared, static_cast<int64_t>(ctx().shared_per_block_optin));
+  if (static_cast<double>(hs) * static_cast<double>(ws) * d.cg * cs > limit ||
+      int64_t{d.taps} * kDirectCo * cs > limit)
+    return std::nullopt;
+  d.hs = static_cast<int>(hs);
+  d.ws = static_cast<int>(ws);
+  d.chunks = (d.og + kDirectCo - 1) / kDirectCo;
+  // Parts of at least a warp's positions, enough to give every SM a block where they can.
+  const int64_t base = int64_t{g.n} * g.groups * d.chunks, sms = std::max(ctx().sm_count, 1);
+  const int64_t parts = std::max<int64_t>(
+      1, std::min((sms + base - 1) / base, (plane + 32 * kDirectPos - 1) / (32 * kDirectPos)));
+  d.span = static_cast<int>((plane + parts - 1) / parts);
+  d.parts = static_cast<int>((plane + d.span - 1) / d.span);
+  d.blocks = static_cast<int>(base * d.parts);
+  d.pairs = (d.span + kDirectPos - 1) / kDirectPos;
+  d.slices =
+      d.pairs >= kBlock ? 1 : std::max(1, std::min(kBlock / d.pairs, d.taps / kDirectMinTaps));
+  d.threads = std::min(kBlock, (d.pairs * d.slices + 31) / 32 * 32);
+  const int64_t staged = direct_staged(d) * cs + int64_t{d.taps} * (kDirectCo * cs + 4),
+                sums = d.slices > 1 ? int64_t{kDirectCo} * kDirectPos * d.pairs * d.slices * cs : 0;
+  const int64_t shared = std::max(staged, sums);
+  if (shared > limit) return std::nullopt;
+  d.shared = static_cast<int>(shared);
+  d.ws_div = DivBy<int>(d.ws);
+  d.hs_div = DivBy<int>(d.hs);
+  // Past the default, the kernel may use all the device offers (set per device, once per plan).
+  if (shared > kDefaultShared)
+    visit_float(p.dtype, "conv", [&](auto tag) {
+      CUDA_CHECK(cudaFuncSetAttribute(direct_kernel<decltype(tag)>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(ctx().shared_per_block_optin)));
+    });
+  return d;
+}
+
+void run_direct(const Direct& d, DType dt, const void* x, const void* w, const void* bias,
+                void* y) {
+  visit_float(dt, "conv", [&](auto tag) {
+    using T = decltype(tag);
+    launch<direct_kernel<T>>(d.blocks, d.threads, d.shared, ctx().stream, static_cast<const T*>(x),
+                             static_cast<const T*>(w), static_cast<const T*>(bias),
+                             static_cast<T*>(y), d);
+    CUDA_LAUNCH_CHECK();
+  });
+}
+
 struct Scalars {
   float f1 = 1, f0 = 0;
   double d1 = 1, d0 = 0;
@@ -606,8 +839,10 @@ void run_cudnn(Pass pass, const Descs& d, const Choice& c, DType dt, const void*
   }
 }
 
-// How one pass over one problem runs: through cuDNN (with descriptors built once) or as a GEMM.
+// How one pass over one problem runs: through cuDNN (with descriptors built once), as a GEMM, or
+// (forward only) as one direct kernel.
 struct Plan {
+  std::optional<Direct> direct;
   std::optional<Geom> gemm;
   int split = 1;
   std::unique_ptr<LtGemm> lt;  // the GEMM path's product
@@ -626,9 +861,10 @@ std::vector<int64_t> plan_key(Pass pass, const Problem& p) {
   return k;
 }
 
-// The plan for a pass, chosen on first use: the GEMM path for small problems where it applies;
-// for large ones cuDNN's measured best, unless the GEMM path is faster. Both are timed here the
-// same way (cuDNN's own timings of its algorithms proved too optimistic to compare against).
+// The plan for a pass, chosen on first use: the direct kernel for small forward passes; the
+// GEMM path for other small problems where it applies; for large ones cuDNN's measured best, unless
+// the GEMM path is faster. Both are timed here the same way (cuDNN's own timings of its algorithms
+// proved too optimistic to compare against).
 const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, void* o) {
   std::vector<int64_t> key = plan_key(pass, p);
   {
@@ -639,7 +875,10 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
   Plan plan;
   const std::optional<Geom> g = gemm_geometry(p);
   float gemm_ms = -1, cudnn_ms = -1;
-  if (g && p.flops < kMeasureFlops) {
+  if (pass == Pass::forward) plan.direct = direct_launch(p);
+  if (plan.direct) {
+    // One kernel: nothing to build or time.
+  } else if (g && p.flops < kMeasureFlops) {
     plan.lt = std::make_unique<LtGemm>();
     plan.gemm = g;
   } else {
@@ -677,7 +916,10 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
                  "parts, cudnn %.1f us)\n",
                  names[static_cast<int>(pass)], p.x[0], p.x[1], p.x[2], p.x[3], p.w[0], p.w[1],
                  p.w[2], p.w[3], std::string(dtype_name(p.dtype)).c_str(),
-                 plan.gemm ? "gemm" : "cudnn", gemm_ms * 1e3, plan.split, cudnn_ms * 1e3);
+                 plan.direct ? "direct"
+                 : plan.gemm ? "gemm"
+                             : "cudnn",
+                 gemm_ms * 1e3, plan.split, cudnn_ms * 1e3);
   }
   std::lock_guard lock(plans_mutex);
   return plans.emplace(std::move(key), std::move(plan)).first->second;
@@ -748,6 +990,11 @@ void conv_family(const Op& op, In in, Out out) {
       unsupported(op, dt);
   }
   const Plan& plan = plan_for(pass, p, a.raw(), b.raw(), o.raw());
+  if (plan.direct) {
+    run_direct(*plan.direct, dt, a.raw(), b.raw(),
+               has_bias ? contiguous(in[2], keep2).raw() : nullptr, o.raw());
+    return;
+  }
   if (plan.gemm) {
     // The forward pass adds the bias in its last kernel; a transposed convolution's afterwards.
     const bool fused = has_bias && pass == Pass::forward;

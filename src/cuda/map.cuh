@@ -120,8 +120,8 @@ void map(const Array& out, F f, const std::array<const Array*, sizeof...(I)>& in
         ((operand<I>(*in[K], s[K]).scalar ||
           (operand<I>(*in[K], s[K]).unit && pack_aligned<I>(in[K]->template data<I>()))) &&
          ...);
-    map_kernel<O, F, I...>
-        <<<grid, kBlock, 0, ctx().stream>>>(out.data<O>(), n, vec, f, operand<I>(*in[K], s[K])...);
+    launch<map_kernel<O, F, I...>>(grid, kBlock, 0, ctx().stream, out.data<O>(), n, vec, f,
+                                   operand<I>(*in[K], s[K])...);
   }
   (std::make_index_sequence<sizeof...(I)>{});
   CUDA_LAUNCH_CHECK();

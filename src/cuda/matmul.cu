@@ -1,7 +1,9 @@
 // CUDA kernels for linear algebra: batched matmul through cuBLAS (strided batches, transposed
-// views read in place, TF32 only when allowed) and a plain kernel for integers.
+// views read in place, TF32 only when allowed), matrix-vector kernels of our own for products
+// with few rows, and a plain kernel for integers.
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <memory>
@@ -85,6 +87,339 @@ LtGemm& product_for(const GemmShape& sh) {
   return *p;
 }
 
+// The batch axes of x, an operand of a product over batch shape `batch`, as kernels index them.
+Strided batch_strided(const Array& x, const Shape& batch) {
+  const auto nb = static_cast<int64_t>(batch.size());
+  Array xb = x;
+  xb.shape = Shape(x.shape.begin(), x.shape.begin() + nb);
+  xb.strides = Shape(x.strides.begin(), x.strides.begin() + nb);
+  return strided(xb, batch);
+}
+
+// ---- products with few rows: matrix-vector kernels ----
+// C[m, n] = A[m, k] B[k, n] with m small (x[1, K] @ W^T in a batch-1 Linear) reads each element of
+// B once for m multiply-adds: its floor is the time to read B. cuBLAS spends ~12 us of host time
+// per call on it (a launch is ~4 us) and well above the floor on the GPU, so these kernels read B
+// with wide loads in one launch. Sums run in compute_t (float for 16-bit types, double for
+// double): plain FMAs, float32-accurate whatever allow_tf32 says.
+
+// At most this many rows. Every element of B meets m elements of A, which come from L1, so A's
+// traffic is m times B's: at 8 rows it about reaches L1's bandwidth (~128 B/clock per SM) while B
+// streams at HBM's (~18 B/clock per SM on an H200), and register use stays small. Beyond that,
+// tiled GEMMs, which reuse each load across a tile, do better.
+constexpr int64_t kFewRows = 8;
+constexpr int kWarps = kBlock / 32;
+// Loads of B each thread keeps in flight: in gemv_along_k 64 bytes' worth (8 loads at most);
+// gemv_along_n runs about one block per SM at the Linear shapes, so its threads keep 8.
+template <class T, int P>
+constexpr int in_flight_along_k() {
+  return 64 / (P * sizeof(T)) < 8 ? static_cast<int>(64 / (P * sizeof(T))) : 8;
+}
+constexpr int kInFlightN = 8;
+// With fewer blocks than SMs, no block reads more of B than this: a lone block streams some tens
+// of GB/s, so more would take longer than cuBLAS, which splits such products more finely.
+constexpr int64_t kBytesPerBlock = int64_t{256} << 10;
+
+// P consecutive elements, read as one access of P * sizeof(T) bytes (16 at most).
+template <class T, int P>
+struct alignas(P * sizeof(T)) Vec {
+  T v[P];
+};
+
+template <int Bytes>
+using bits_t = std::conditional_t<
+    Bytes == 16, uint4,
+    std::conditional_t<Bytes == 8, uint2,
+                       std::conditional_t<Bytes == 4, unsigned, unsigned short>>>;
+
+// B streams past once: not allocated in L1, which keeps A's rows for every warp.
+__device__ inline uint4 load_once(const uint4* p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+__device__ inline uint2 load_once(const uint2* p) {
+  uint2 r;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+__device__ inline unsigned load_once(const unsigned* p) {
+  unsigned r;
+  asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ inline unsigned short load_once(const unsigned short* p) {
+  unsigned short r;
+  asm("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(r) : "l"(p));
+  return r;
+}
+
+// P elements at p (aligned to their size): B's (Once) or A's, through L1.
+template <bool Once, class T, int P>
+__device__ Vec<T, P> load_vec(const T* p) {
+  using W = bits_t<static_cast<int>(P * sizeof(T))>;
+  const W* q = reinterpret_cast<const W*>(p);
+  W w;
+  if constexpr (Once) {
+    w = load_once(q);
+  } else {
+    w = __ldg(q);
+  }
+  Vec<T, P> r;
+  memcpy(&r, &w, sizeof r);
+  return r;
+}
+
+// v summed over the lanes that differ from this one in bits `from` and up (all lanes get it).
+template <class C>
+__device__ C lanes_sum(C v, int from) {
+  for (int o = from; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The block's last step: out[batch, r, j0 + c] = the sum over q < terms of
+// part[c * cs + r * rs + q * qs], for the rows r < m and the block's `cols` columns.
+template <class T, class C>
+__device__ void store_sums(const C* part, int rows, int cols, int terms, int cs, int rs, int qs,
+                           T* out, int m, int64_t n, int64_t j0) {
+  const int64_t bi = blockIdx.y;
+  for (int t = threadIdx.x; t < rows * cols; t += kBlock) {
+    const int r = t / cols, c = t % cols;
+    if (r >= m || j0 + c >= n) continue;
+    C s = 0;
+    for (int q = 0; q < terms; ++q) s += part[c * cs + r * rs + q * qs];
+    out[(bi * m + r) * n + j0 + c] = convert<T>(s);
+  }
+}
+
+// Walking along k, when B's columns are rows of B^T (k stride 1, as W^T in x @ W^T): `split`
+// warps per column j, their lanes reading P elements of the column and of A's R rows at once
+// (P > 1: both contiguous along k and P-aligned), the sums reduced over lanes by shuffles and
+// over the column's warps through shared memory. A's rows past m repeat row m - 1 (unused).
+template <class T, int R, int P>
+__global__ void __launch_bounds__(kBlock)
+    gemv_along_k(const T* a, const T* b, T* out, Strided ba, Strided bb, int m, int64_t n,
+                 int64_t k, int64_t ars, int64_t acs, int64_t bns, int64_t bks, int split) {
+  using C = compute_t<T>;
+  constexpr int kInFlight = in_flight_along_k<T, P>();
+  __shared__ C part[kWarps * R];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, cols = kWarps / split;
+  const int64_t bi = blockIdx.y, j = static_cast<int64_t>(blockIdx.x) * cols + warp / split;
+  C acc[R] = {};
+  if (j < n) {
+    const T* bj = b + bb.at(bi) + j * bns;
+    const T* ar[R];
+    const int64_t a0 = ba.at(bi);
+#pragma unroll
+    for (int r = 0; r < R; ++r) ar[r] = a + a0 + min(r, m - 1) * ars;
+    const int64_t packs = k / P, step = 32 * split, first = (warp % split) * 32 + lane;
+    auto add = [&](int64_t v, const Vec<T, P>& bv) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const Vec<T, P> av = load_vec<false, T, P>(ar[r] + v * P * acs);
+#pragma unroll
+        for (int i = 0; i < P; ++i) acc[r] += load(av.v[i]) * load(bv.v[i]);
+      }
+    };
+    int64_t v = first;
+    for (; v + (kInFlight - 1) * step < packs; v += kInFlight * step) {
+      Vec<T, P> bv[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u)
+        bv[u] = load_vec<true, T, P>(bj + (v + u * step) * P * bks);
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) add(v + u * step, bv[u]);
+    }
+    for (; v < packs; v += step) add(v, load_vec<true, T, P>(bj + v * P * bks));
+    // The last k % P elements.
+    const int64_t t = packs * P + first;
+    if (t < k) {
+      const C y = load(bj[t * bks]);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r] += load(ar[r][t * acs]) * y;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = lanes_sum(acc[r], 1);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) part[warp * R + r] = acc[r];
+  }
+  __syncthreads();
+  store_sums(part, R, cols, split, split * R, 1, R, out, m, n,
+             static_cast<int64_t>(blockIdx.x) * cols);
+}
+
+// Lanes across a tile of gemv_along_n's columns: 128 bytes of a row of B (a cache line).
+template <class T, int P>
+constexpr int tile_lanes() {
+  return 128 / (P * sizeof(T)) < 32 ? static_cast<int>(128 / (P * sizeof(T))) : 32;
+}
+
+// Walking along n, when B's rows are contiguous (as W in g @ W, a Linear's input gradient): a
+// block per tile of columns, each lane holding P of them; the warp's other lanes and the block's
+// warps take different rows of B, their sums reduced by shuffles and through shared memory.
+// A's elements are the same for a whole warp row: broadcast loads through L1.
+template <class T, int R, int P>
+__global__ void __launch_bounds__(kBlock)
+    gemv_along_n(const T* a, const T* b, T* out, Strided ba, Strided bb, int m, int64_t n,
+                 int64_t k, int64_t ars, int64_t acs, int64_t bks) {
+  using C = compute_t<T>;
+  constexpr int kLanes = tile_lanes<T, P>(), kTile = kLanes * P, kRows = 32 / kLanes;
+  __shared__ C part[kWarps * R * kTile];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, x = lane % kLanes;
+  const int64_t bi = blockIdx.y, j0 = static_cast<int64_t>(blockIdx.x) * kTile, j = j0 + x * P;
+  const T* bj = b + bb.at(bi) + j;
+  const T* ar[R];
+  const int64_t a0 = ba.at(bi);
+#pragma unroll
+  for (int r = 0; r < R; ++r) ar[r] = a + a0 + min(r, m - 1) * ars;
+  const bool whole = j + P <= n;
+  C acc[R][P] = {};
+  auto add = [&](int64_t kk, const Vec<T, P>& bv) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const C y = load(__ldg(ar[r] + kk * acs));
+#pragma unroll
+      for (int i = 0; i < P; ++i) acc[r][i] += y * load(bv.v[i]);
+    }
+  };
+  auto row = [&](int64_t kk) {
+    if (whole) return load_vec<true, T, P>(bj + kk * bks);
+    Vec<T, P> bv;
+#pragma unroll
+    for (int i = 0; i < P; ++i) bv.v[i] = j + i < n ? bj[kk * bks + i] : convert<T>(0.0f);
+    return bv;
+  };
+  const int64_t step = kWarps * kRows;
+  int64_t kk = warp * kRows + lane / kLanes;
+  for (; kk + (kInFlightN - 1) * step < k; kk += kInFlightN * step) {
+    Vec<T, P> bv[kInFlightN];
+#pragma unroll
+    for (int u = 0; u < kInFlightN; ++u) bv[u] = row(kk + u * step);
+#pragma unroll
+    for (int u = 0; u < kInFlightN; ++u) add(kk + u * step, bv[u]);
+  }
+  for (; kk < k; kk += step) add(kk, row(kk));
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      acc[r][i] = lanes_sum(acc[r][i], kLanes);
+      if (lane < kLanes) part[(warp * R + r) * kTile + x * P + i] = acc[r][i];
+    }
+  }
+  __syncthreads();
+  store_sums(part, R, kTile, kWarps, 1, kTile, R * kTile, out, m, n, j0);
+}
+
+// Whether the `rows` rows (stride rs) of every batch of x start on a multiple of `bytes`.
+bool rows_aligned(const Array& x, const Strided& batch, int64_t rows, int64_t rs, int64_t bytes) {
+  const auto size = static_cast<int64_t>(itemsize(x.dtype));
+  if (reinterpret_cast<uintptr_t>(x.storage->data) % static_cast<uintptr_t>(bytes) != 0 ||
+      batch.offset * size % bytes != 0 || (rows > 1 && rs * size % bytes != 0))
+    return false;
+  for (int d = 0; d < batch.nd; ++d)
+    if (batch.strides[d] * size % bytes != 0) return false;
+  return true;
+}
+
+// f.template operator()<R, P>() with R the rows m rounded up to 1, 2, 4 or 8 and P the first of
+// Ps equal to pack; what f returns.
+template <int... Ps, class F>
+bool with_rows_and_pack(int64_t m, int pack, F&& f) {
+  auto rows = [&]<int P>() {
+    if (m == 1) return f.template operator()<1, P>();
+    if (m == 2) return f.template operator()<2, P>();
+    if (m <= 4) return f.template operator()<4, P>();
+    return f.template operator()<8, P>();
+  };
+  bool done = false;
+  (void)((pack == Ps && (done = rows.template operator()<Ps>(), true)) || ...);
+  return done;
+}
+
+// Blocks of Kernel (kBlock threads) that fit on an SM at once, as its registers allow.
+template <auto Kernel>
+int64_t resident_blocks() {
+  static const int64_t blocks = [] {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, Kernel, kBlock, 0) != cudaSuccess)
+      (void)cudaGetLastError();
+    return static_cast<int64_t>(std::max(b, 1));
+  }();
+  return blocks;
+}
+
+// C = A B in one launch of gemv_along_k or gemv_along_n when A has at most kFewRows rows, B's
+// layout suits one of them and the grid keeps the GPU busy enough; false leaves it to cuBLAS.
+template <class T>
+bool matmul_few_rows(const Array& a, const Array& b, const Array& out) {
+  const size_t nb = a.shape.size() - 2;
+  const int64_t m = a.shape[nb], k = a.shape[nb + 1], n = b.shape[nb + 1];
+  const int64_t ars = a.strides[nb], acs = a.strides[nb + 1];
+  const int64_t bks = b.strides[nb], bns = b.strides[nb + 1];
+  const int64_t batches = out.numel() / (m * n);
+  if (m > kFewRows || batches > 65535) return false;
+  const bool along_n = n > 1 && bns == 1 && (k == 1 || bks != 1);
+  if (!along_n && n > 1 && k > 1 && bks != 1) return false;  // neither stride is 1
+  const Shape batch(out.shape.begin(), out.shape.begin() + static_cast<int64_t>(nb));
+  const Strided sa = batch_strided(a, batch), sb = batch_strided(b, batch);
+  constexpr auto size = static_cast<int64_t>(sizeof(T));
+  const int64_t sms = ctx().sm_count > 0 ? ctx().sm_count : 132;
+  auto worth = [&](int64_t blocks) {
+    return blocks >= sms || batches * n * k * size <= blocks * kBytesPerBlock;
+  };
+  const T* pa = static_cast<const T*>(a.storage->data);
+  const T* pb = static_cast<const T*>(b.storage->data);
+  T* po = out.data<T>();
+  const cudaStream_t stream = ctx().stream;
+  const int rows = static_cast<int>(m);
+  constexpr int kPack16 = static_cast<int>(16 / size), kPack8 = static_cast<int>(8 / size);
+  bool done = false;
+  if (along_n) {
+    const int pack = rows_aligned(b, sb, k, bks, 16) ? kPack16 : 1;
+    done = with_rows_and_pack<kPack16, 1>(m, pack, [&]<int R, int P>() {
+      constexpr int64_t tile = tile_lanes<T, P>() * P;
+      const int64_t tiles = (n + tile - 1) / tile;
+      if (!worth(tiles * batches)) return false;
+      launch<gemv_along_n<T, R, P>>(
+          dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(batches)), dim3(kBlock), 0,
+          stream, pa, pb, po, sa, sb, rows, n, k, ars, acs, bks);
+      return true;
+    });
+  } else {
+    int pack = 1;
+    if (k > 1 && bks == 1 && acs == 1) {
+      for (int bytes : {16, 8}) {
+        if (bytes / size > 1 && rows_aligned(a, sa, m, ars, bytes) &&
+            rows_aligned(b, sb, n, bns, bytes)) {
+          pack = static_cast<int>(bytes / size);
+          break;
+        }
+      }
+    }
+    done = with_rows_and_pack<kPack16, kPack8, 1>(m, pack, [&]<int R, int P>() {
+      // Warps per column: more while all of them still fit on the GPU at once (a second wave
+      // would double the time) and each lane keeps 2 packs or more.
+      const int64_t fit = sms * resident_blocks<gemv_along_k<T, R, P>>() * kWarps;
+      int split = 1;
+      while (split < kWarps && batches * n * split * 2 <= fit && k / P >= 32 * 2 * split * 2)
+        split *= 2;
+      const int64_t cols = kWarps / split, blocks = (n + cols - 1) / cols;
+      if (!worth(blocks * batches)) return false;
+      launch<gemv_along_k<T, R, P>>(
+          dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(batches)), dim3(kBlock), 0,
+          stream, pa, pb, po, sa, sb, rows, n, k, ars, acs, bns, bks, split);
+      return true;
+    });
+  }
+  if (done) CUDA_LAUNCH_CHECK();
+  return done;
+}
+
 template <class T>
 void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
   const size_t nb = a_in.shape.size() - 2;
@@ -96,6 +431,7 @@ void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
     CUDA_CHECK(cudaMemsetAsync(o, 0, static_cast<size_t>(out.numel()) * sizeof(T), c.stream));
     return;
   }
+  if (matmul_few_rows<T>(a_in, b_in, out)) return;
   // Operands BLAS cannot read in place are made contiguous first.
   Buffer keep_a, keep_b;
   Array a = a_in, b = b_in;
@@ -174,12 +510,7 @@ void matmul_loops(const Array& a, const Array& b, const Array& out) {
   const int64_t total = out.numel();
   if (total == 0) return;
   const Shape bshape(out.shape.begin(), out.shape.begin() + static_cast<int64_t>(nb));
-  Array ab = a, bb = b;  // batch parts only, for their strided layouts
-  ab.shape = Shape(a.shape.begin(), a.shape.begin() + static_cast<int64_t>(nb));
-  ab.strides = Shape(a.strides.begin(), a.strides.begin() + static_cast<int64_t>(nb));
-  bb.shape = Shape(b.shape.begin(), b.shape.begin() + static_cast<int64_t>(nb));
-  bb.strides = Shape(b.strides.begin(), b.strides.begin() + static_cast<int64_t>(nb));
-  const Strided sa = strided(ab, bshape), sb = strided(bb, bshape);
+  const Strided sa = batch_strided(a, bshape), sb = batch_strided(b, bshape);
   matmul_int<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(
       static_cast<const T*>(a.storage->data), static_cast<const T*>(b.storage->data), out.data<T>(),
       sa, sb, m, k, n, a.strides[nb], a.strides[nb + 1], b.strides[nb], b.strides[nb + 1], total);

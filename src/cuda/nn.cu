@@ -4,6 +4,7 @@
 // accumulate in double, as on the CPU.
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -107,71 +108,158 @@ __device__ inline Sum2 term(const F& f, int64_t c, int64_t n, int64_t s) {
     return f.pack4(c, n, s * 4);
 }
 
-// One block per (channel, split of the positions): threads walk adjacent positions (packs of V
-// positions: S, total and chunk count packs).
+// Loads in flight per thread: the sums walk their positions four at a time, issuing the four
+// loads before adding (in order) what they return; one at a time, each waits a full trip to
+// memory.
+constexpr int kSumUnroll = 4;
+
+// A thread's share of a channel's sum: positions first, first + step, ... below hi.
 template <int V, class F>
-__global__ void partials_by_row(F f, int64_t C, int64_t S, int64_t total, int64_t chunk,
-                                Sum2* partial) {
-  __shared__ double sa[32], sb[32];
-  const int64_t c = blockIdx.x, split = blockIdx.y;
-  const int64_t lo = split * chunk, hi = lo + chunk < total ? lo + chunk : total;
+__device__ inline Sum2 walk_sum(const F& f, int64_t c, int64_t S, int64_t first, int64_t step,
+                                int64_t hi) {
   double a = 0, b = 0;
-  Walk w(lo + threadIdx.x, blockDim.x, S);
-  for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x, w.next()) {
+  Walk w(first, step, S);
+  int64_t j = first;
+  for (; j + (kSumUnroll - 1) * step < hi; j += kSumUnroll * step) {
+    Sum2 v[kSumUnroll];
+#pragma unroll
+    for (int u = 0; u < kSumUnroll; ++u, w.next()) v[u] = term<V>(f, c, w.n, w.s);
+#pragma unroll
+    for (int u = 0; u < kSumUnroll; ++u) {
+      a += v[u].a;
+      b += v[u].b;
+    }
+  }
+  for (; j < hi; j += step, w.next()) {
     const Sum2 v = term<V>(f, c, w.n, w.s);
     a += v.a;
     b += v.b;
   }
-  a = block_sum(a, sa);
-  b = block_sum(b, sb);
-  if (threadIdx.x == 0) partial[split * C + c] = Sum2{a, b};
+  return Sum2{a, b};
+}
+
+// A split's sum, written by another block of this kernel: read from L2, past this SM's cache.
+__device__ inline Sum2 read_partial(const Sum2* p) {
+  const double2 v = __ldcg(reinterpret_cast<const double2*>(p));
+  return Sum2{v.x, v.y};
+}
+
+// The sum kernels finish their channels themselves. Split over blocks (gridDim.y > 1), each
+// block of a channel leaves its sum in partial and counts itself in arrived; the last to arrive
+// adds the channel's sums in split order (so totals repeat run to run, whichever block comes
+// last), hands the total to fin and sets the counter back to zero for the next kernel.
+
+// One block per (channel, split of the positions): threads walk adjacent positions (packs of V
+// positions: S, total and chunk count packs).
+template <int V, class F, class Fin>
+__global__ void __launch_bounds__(kBlock)
+    sums_by_row(F f, Fin fin, int64_t C, int64_t S, int64_t total, int64_t chunk, Sum2* partial,
+                unsigned* arrived) {
+  __shared__ double sa[32], sb[32];
+  __shared__ bool last;
+  const int64_t c = blockIdx.x, split = blockIdx.y;
+  const int64_t lo = split * chunk, hi = lo + chunk < total ? lo + chunk : total;
+  Sum2 t = walk_sum<V>(f, c, S, lo + threadIdx.x, blockDim.x, hi);
+  t.a = block_sum(t.a, sa);
+  t.b = block_sum(t.b, sb);
+  if (gridDim.y == 1) {
+    if (threadIdx.x == 0) fin(c, t);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    partial[split * C + c] = t;
+    __threadfence();
+    last = atomicAdd(arrived + c, 1u) == gridDim.y - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  t = Sum2{0, 0};
+  for (int64_t k = threadIdx.x; k < gridDim.y; k += blockDim.x) {
+    const Sum2 v = read_partial(partial + k * C + c);
+    t.a += v.a;
+    t.b += v.b;
+  }
+  t.a = block_sum(t.a, sa);
+  t.b = block_sum(t.b, sb);
+  if (threadIdx.x == 0) {
+    fin(c, t);
+    arrived[c] = 0;
+  }
 }
 
 // Blocks of 32 channels x 8 lanes of positions, for small S, where adjacent channels are the
 // nearest in memory.
-template <class F>
-__global__ void partials_by_column(F f, int64_t C, int64_t S, int64_t total, int64_t chunk,
-                                   Sum2* partial) {
+template <class F, class Fin>
+__global__ void sums_by_column(F f, Fin fin, int64_t C, int64_t S, int64_t total, int64_t chunk,
+                               Sum2* partial, unsigned* arrived) {
   __shared__ Sum2 tile[8][33];
+  __shared__ bool last;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x, split = blockIdx.y;
   const int64_t lo = split * chunk, hi = lo + chunk < total ? lo + chunk : total;
-  double a = 0, b = 0;
-  if (c < C) {
-    Walk w(lo + threadIdx.y, 8, S);
-    for (int64_t j = lo + threadIdx.y; j < hi; j += 8, w.next()) {
-      const Sum2 v = f(c, w.n, w.s);
-      a += v.a;
-      b += v.b;
-    }
+  // The lanes' sums of each channel, added in lane order by lane 0.
+  auto lanes_sum = [&](Sum2 t) {
+    tile[threadIdx.y][threadIdx.x] = t;
+    __syncthreads();
+    if (threadIdx.y == 0)
+      for (int k = 1; k < 8; ++k) {
+        t.a += tile[k][threadIdx.x].a;
+        t.b += tile[k][threadIdx.x].b;
+      }
+    return t;
+  };
+  Sum2 t = lanes_sum(c < C ? walk_sum<1>(f, c, S, lo + threadIdx.y, 8, hi) : Sum2{0, 0});
+  const bool owner = threadIdx.y == 0 && c < C;
+  if (gridDim.y == 1) {
+    if (owner) fin(c, t);
+    return;
   }
-  tile[threadIdx.y][threadIdx.x] = Sum2{a, b};
+  if (owner) {
+    partial[split * C + c] = t;
+    __threadfence();
+  }
   __syncthreads();
-  if (threadIdx.y == 0 && c < C) {
-    for (int k = 1; k < 8; ++k) {
-      a += tile[k][threadIdx.x].a;
-      b += tile[k][threadIdx.x].b;
+  if (threadIdx.x == 0 && threadIdx.y == 0)
+    last = atomicAdd(arrived + blockIdx.x, 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  t = Sum2{0, 0};
+  if (c < C)
+    for (int64_t k = threadIdx.y; k < gridDim.y; k += 8) {
+      const Sum2 v = read_partial(partial + k * C + c);
+      t.a += v.a;
+      t.b += v.b;
     }
-    partial[split * C + c] = Sum2{a, b};
-  }
+  t = lanes_sum(t);
+  if (owner) fin(c, t);
+  if (threadIdx.x == 0 && threadIdx.y == 0) arrived[blockIdx.x] = 0;
 }
 
-// Sums the splits of each channel in a fixed order (so results repeat run to run) and hands
-// the totals to fin(c, total).
-template <class Fin>
-__global__ void finish_partials(int64_t C, Fin fin, int64_t splits, const Sum2* partial) {
-  CRISP_GRID_STRIDE(c, C) {
-    Sum2 t{0, 0};
-    for (int64_t s = 0; s < splits; ++s) {
-      t.a += partial[s * C + c].a;
-      t.b += partial[s * C + c].b;
-    }
-    fin(c, t);
+// The most blocks a split sum spreads its channels over (see channel_sums).
+constexpr int64_t kMaxSplitBlocks = 4096;
+
+// The arrival counters of split sums on the current device: allocated and zeroed on first use,
+// and left zero by every kernel that uses them. Outside the caching allocator: they live as long
+// as the process.
+unsigned* arrival_counters() {
+  static std::mutex mutex;
+  static std::vector<unsigned*> per_device;
+  std::lock_guard lock(mutex);
+  const size_t d = static_cast<size_t>(ctx().device);
+  if (per_device.size() <= d) per_device.resize(d + 1, nullptr);
+  if (!per_device[d]) {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, kMaxSplitBlocks * sizeof(unsigned)));
+    CUDA_CHECK(cudaMemsetAsync(p, 0, kMaxSplitBlocks * sizeof(unsigned), ctx().stream));
+    per_device[d] = static_cast<unsigned*>(p);
   }
+  return per_device[d];
 }
 
-// Sums f's terms over n and s per channel and hands each total to fin. Packable: f has pack4;
-// aligned: its arrays are 4-element aligned. Then planes whose length is a multiple of 4 are
-// read in packs.
+// Sums f's terms over n and s per channel and hands each total to fin, in one kernel. Packable:
+// f has pack4; aligned: its arrays are 4-element aligned. Then planes whose length is a multiple
+// of 4 are read in packs.
 template <bool Packable = false, class F, class Fin>
 void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = false) {
   if (C <= 0) return;
@@ -180,28 +268,33 @@ void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = 
   const int V = Packable && aligned && !by_column && S % 4 == 0 ? 4 : 1;
   S /= V;
   const int64_t total = N * S;
-  // Enough blocks to keep every multiprocessor's memory pipeline full.
-  const int64_t target = 8 * static_cast<int64_t>(ctx().sm_count > 0 ? ctx().sm_count : 132);
+  // Enough blocks to keep every multiprocessor's memory pipeline full: channels are split until
+  // there are, while each thread still has a few loads to issue at once.
+  const int64_t sms = ctx().sm_count > 0 ? ctx().sm_count : 132;
+  const int64_t target = std::min<int64_t>(8 * sms, kMaxSplitBlocks);
   const int64_t blocks = by_column ? (C + 31) / 32 : C;
-  const int64_t per_split = by_column ? 256 : 2048 / V;  // the least work worth a split
+  const int64_t per_split = by_column ? 8 * 8 : kBlock * 2;  // the least work worth a split
   const int64_t want = (target + blocks - 1) / blocks;
   int64_t splits = std::max<int64_t>(1, std::min<int64_t>({want, total / per_split, 4096}));
   const int64_t chunk = std::max<int64_t>(1, (total + splits - 1) / splits);
   splits = std::max<int64_t>(1, (total + chunk - 1) / chunk);
-  Buffer partial(static_cast<size_t>(splits * C) * sizeof(Sum2));
+  // Splits only where blocks < target <= kMaxSplitBlocks: every channel block has a counter.
+  Buffer partial;
+  unsigned* arrived = nullptr;
+  if (splits > 1) {
+    partial = Buffer(static_cast<size_t>(splits * C) * sizeof(Sum2));
+    arrived = arrival_counters();
+  }
   auto* p = partial.as<Sum2>();
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
   if (by_column) {
-    partials_by_column<<<grid, dim3(32, 8), 0, ctx().stream>>>(f, C, S, total, chunk, p);
+    sums_by_column<<<grid, dim3(32, 8), 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
   } else if (V == 4) {
     if constexpr (Packable)
-      partials_by_row<4><<<grid, kBlock, 0, ctx().stream>>>(f, C, S, total, chunk, p);
+      sums_by_row<4><<<grid, kBlock, 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
   } else {
-    partials_by_row<1><<<grid, kBlock, 0, ctx().stream>>>(f, C, S, total, chunk, p);
+    sums_by_row<1><<<grid, kBlock, 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
   }
-  CUDA_LAUNCH_CHECK();
-  finish_partials<<<grid_for(C), kBlock, 0, ctx().stream>>>(C, fin, splits,
-                                                            static_cast<const Sum2*>(p));
   CUDA_LAUNCH_CHECK();
 }
 
@@ -213,6 +306,13 @@ struct ChannelSumTerm {
   int64_t C, S;
   __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
     return Sum2{static_cast<double>(load(x[(n * C + c) * S + s])), 0};
+  }
+  __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
+    const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + (n * C + c) * S + s);
+    double a = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a += static_cast<double>(load(p.v[j]));
+    return Sum2{a, 0};
   }
 };
 template <class T>
@@ -227,7 +327,8 @@ void channel_sum(const Op& op, In in, const Array& o) {
   const int64_t N = x.shape[0], C = x.shape[1], S = N * C == 0 ? 0 : x.numel() / (N * C);
   visit_float(x.dtype, op_name(op.kind), [&](auto tag) {
     using T = decltype(tag);
-    channel_sums(N, C, S, ChannelSumTerm<T>{d.ptr<T>(0), C, S}, StoreFirst<T>{o.data<T>()});
+    channel_sums<true>(N, C, S, ChannelSumTerm<T>{d.ptr<T>(0), C, S}, StoreFirst<T>{o.data<T>()},
+                       pack_aligned<T>(d.ptr<T>(0)));
   });
 }
 
@@ -342,9 +443,82 @@ bool narrow_indices(const PoolGeom& g) {
   return g.planes * std::max(g.S, g.P) < (int64_t{1} << 31);
 }
 
+// Max pooling over undilated KH x KW windows of the last two axes (1- and 2-d pooling), one
+// output per thread: with the window's size known, every tap's load is issued before the scan,
+// where the generic loop waits on each load in turn. Same taps, order and rule as
+// max_pool_kernel (larger wins, NaN wins, ties keep the first), without its branches: a tap
+// outside the input reads as -inf, which never wins, and a window whose taps are all -inf takes
+// its first tap inside the input (padding < kernel size, so it is one of the window's).
+template <class T, int KH, int KW>
+__global__ void __launch_bounds__(kBlock)
+    max_pool_2d_kernel(int n, const T* x, T* y, int64_t* idx, PoolIndex<int> g) {
+  using A = acc_t<T>;
+  const int i = static_cast<int>(blockIdx.x) * kBlock + static_cast<int>(threadIdx.x);
+  if (i >= n) return;
+  const int pl = g.by_P.div(i), o = i - pl * g.by_P.d;
+  const int oh = g.by_out2.div(o), ow = o - oh * g.by_out2.d;
+  const int h0 = oh * g.s[1] - g.p[1], w0 = ow * g.s[2] - g.p[2], H = g.in[1], W = g.in[2];
+  const T* xp = x + static_cast<int64_t>(pl) * g.by_S.d;
+  const int first = h0 * W + w0;  // the window's first tap in the plane, inside or not
+  A v[KH][KW];
+#pragma unroll
+  for (int a = 0; a < KH; ++a) {
+    const bool row = static_cast<unsigned>(h0 + a) < static_cast<unsigned>(H);
+#pragma unroll
+    for (int b = 0; b < KW; ++b)
+      v[a][b] = row && static_cast<unsigned>(w0 + b) < static_cast<unsigned>(W)
+                    ? static_cast<A>(load(xp[first + a * W + b]))
+                    : -static_cast<A>(INFINITY);
+  }
+  // !(v <= best): v is larger or NaN; best == best: best is not NaN (a NaN keeps its place).
+  A best = -static_cast<A>(INFINITY);
+  int at = -1;
+#pragma unroll
+  for (int a = 0; a < KH; ++a)
+#pragma unroll
+    for (int b = 0; b < KW; ++b) {
+      const bool take = !(v[a][b] <= best) & (best == best);
+      best = take ? v[a][b] : best;
+      at = take ? first + a * W + b : at;
+    }
+  if (at < 0) at = max(h0, 0) * W + max(w0, 0);
+  y[i] = convert<T>(best);
+  idx[i] = at;
+}
+
+// Calls f(std::integral_constant<int, KH>, std::integral_constant<int, KW>) for the window sizes
+// the unrolled kernels are built for (the stem's 3x3, the common 2x2, and their 1-d forms);
+// false for any other.
+template <class F>
+bool with_window(int64_t kh, int64_t kw, F&& f) {
+  using std::integral_constant;
+  if (kh == 2 && kw == 2) return f(integral_constant<int, 2>{}, integral_constant<int, 2>{}), true;
+  if (kh == 3 && kw == 3) return f(integral_constant<int, 3>{}, integral_constant<int, 3>{}), true;
+  if (kh == 1 && kw == 2) return f(integral_constant<int, 1>{}, integral_constant<int, 2>{}), true;
+  if (kh == 1 && kw == 3) return f(integral_constant<int, 1>{}, integral_constant<int, 3>{}), true;
+  return false;
+}
+
+// Whether a pooling op's windows lie in the last two axes: 1- and 2-d pooling.
+bool planar(const PoolGeom& g) { return g.in[0] == 1 && g.k[0] == 1 && g.out[0] == 1; }
+
+// Max pooling by max_pool_2d_kernel where built for the geometry; false where not.
+template <class T>
+bool max_pool_unrolled(const T* x, T* y, int64_t* idx, const PoolGeom& g, int64_t n) {
+  if (!narrow_indices(g) || !planar(g) || g.d[1] != 1 || g.d[2] != 1 || g.p[1] >= g.k[1] ||
+      g.p[2] >= g.k[2])
+    return false;
+  return with_window(g.k[1], g.k[2], [&](auto kh, auto kw) {
+    cuda::launch<max_pool_2d_kernel<T, decltype(kh)::value, decltype(kw)::value>>(
+        static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, ctx().stream,
+        static_cast<int>(n), x, y, idx, PoolIndex<int>(g));
+    CUDA_LAUNCH_CHECK();
+  });
+}
+
 template <class T>
 void max_pool(const T* x, T* y, int64_t* idx, const PoolGeom& g, int64_t n) {
-  if (n <= 0) return;
+  if (n <= 0 || max_pool_unrolled(x, y, idx, g, n)) return;
   if (narrow_indices(g))
     max_pool_kernel<T, int><<<grid_for(n), kBlock, 0, ctx().stream>>>(static_cast<int>(n), x, y,
                                                                       idx, PoolIndex<int>(g));
@@ -445,9 +619,163 @@ __global__ void pool_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
   }
 }
 
+// ---- max pooling's gradient by tiles ----
+// The input plane is cut into tiles of one stride by one stride, a thread per tile. Which
+// windows can cover a tile's positions depends only on the stride, the window's extent and the
+// padding modulo the stride, so with those known at compile time each thread loads the few
+// windows' indices and gradients at once (independent loads, no per-element division) and adds,
+// for each of its positions, the gradients of the windows that picked it, in window order (the
+// CPU's order), writing every position once, zeros included.
+
+constexpr int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// One axis: stride S, window extent E (the kernel size, dilated), padding R modulo S. A tile
+// starting at t * S, with padding p = q * S + R, has its position a (0 <= a < S) covered by the
+// windows t + q + lo(a) .. t + q + hi(a), and the tile by windows t + q + first .. + first + M - 1.
+template <int S_, int E_, int R_>
+struct Axis {
+  static constexpr int S = S_;
+  static constexpr int hi(int a) { return (a + R_) / S; }
+  static constexpr int lo(int a) { return hi(a) - floor_div(E_ - 1 - (a + R_) % S, S); }
+  static constexpr int first = [] {
+    int m = lo(0);
+    for (int a = 1; a < S; ++a) m = lo(a) < m ? lo(a) : m;
+    return m;
+  }();
+  static constexpr int M = [] {
+    int m = hi(0);
+    for (int a = 1; a < S; ++a) m = hi(a) > m ? hi(a) : m;
+    return m;
+  }() - first + 1;
+  // Whether window first + u can cover position a.
+  static constexpr bool covers(int a, int u) { return lo(a) <= first + u && first + u <= hi(a); }
+};
+
+struct TileGeom {
+  int H, W, OH, OW, P, S;  // input and output plane sides and sizes
+  int qh, qw;              // whole strides of padding
+  DivBy<int> by_tiles, by_tw;
+  bool pairs;  // a tile's two positions in a row are stored as one access
+};
+
+// Two adjacent elements, stored as one access.
+template <class T>
+struct alignas(2 * sizeof(T)) Pair {
+  T v[2];
+};
+
+template <class T, class AH, class AW>
+__global__ void __launch_bounds__(kBlock)
+    max_pool_backward_tiled_kernel(int n, const T* g, const int64_t* idx, T* dx, TileGeom t) {
+  using A = acc_t<T>;
+  constexpr int MH = AH::M, MW = AW::M, SH = AH::S, SW = AW::S;
+  const int i = static_cast<int>(blockIdx.x) * kBlock + static_cast<int>(threadIdx.x);
+  if (i >= n) return;
+  const int pl = t.by_tiles.div(i), r = i - pl * t.by_tiles.d;
+  const int th = t.by_tw.div(r), tw = r - th * t.by_tw.d;
+  const int64_t base = static_cast<int64_t>(pl) * t.P;
+  const int oh0 = th + t.qh + AH::first, ow0 = tw + t.qw + AW::first;
+  int64_t at[MH][MW];
+  A gv[MH][MW];
+#pragma unroll
+  for (int u = 0; u < MH; ++u) {
+    const bool row = static_cast<unsigned>(oh0 + u) < static_cast<unsigned>(t.OH);
+#pragma unroll
+    for (int v = 0; v < MW; ++v) {
+      const bool ok = row && static_cast<unsigned>(ow0 + v) < static_cast<unsigned>(t.OW);
+      const int64_t o = base + (oh0 + u) * t.OW + ow0 + v;
+      at[u][v] = ok ? idx[o] : int64_t{-1};
+      gv[u][v] = ok ? static_cast<A>(load(g[o])) : A(0);
+    }
+  }
+  const int h0 = th * SH, w0 = tw * SW;
+  T out[SH][SW];
+#pragma unroll
+  for (int a = 0; a < SH; ++a)
+#pragma unroll
+    for (int b = 0; b < SW; ++b) {
+      const int64_t pos = (h0 + a) * t.W + w0 + b;
+      A acc = 0;
+#pragma unroll
+      for (int u = 0; u < MH; ++u)
+#pragma unroll
+        for (int v = 0; v < MW; ++v)
+          if (AH::covers(a, u) && AW::covers(b, v) && at[u][v] == pos) acc += gv[u][v];
+      out[a][b] = convert<T>(acc);
+    }
+  T* dp = dx + static_cast<int64_t>(pl) * t.S;
+#pragma unroll
+  for (int a = 0; a < SH; ++a) {
+    const int h = h0 + a;
+    if (h >= t.H) break;
+    if constexpr (SW == 2) {
+      if (t.pairs) {  // w0 + 1 < W
+        *reinterpret_cast<Pair<T>*>(dp + h * t.W + w0) = Pair<T>{{out[a][0], out[a][1]}};
+        continue;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < SW; ++b)
+      if (w0 + b < t.W) dp[h * t.W + w0 + b] = out[a][b];
+  }
+}
+
+// Calls f(Axis) for an axis of stride s, window extent e and padding p that the tiled gradient
+// is built for (the stem's 3x3 stride 2 with padding 1 or 0, the common 2x2 stride 2); false for
+// any other.
+template <class F>
+bool with_axis(int64_t s, int64_t e, int64_t p, F&& f) {
+  if (s != 2) return false;
+  if (e == 2 && p % 2 == 0) return f(Axis<2, 2, 0>{}), true;
+  if (e == 3 && p % 2 == 1) return f(Axis<2, 3, 1>{}), true;
+  if (e == 3 && p % 2 == 0) return f(Axis<2, 3, 0>{}), true;
+  return false;
+}
+
+// Max pooling's gradient by tiles where built for the geometry (1- and 2-d pooling, square
+// windows or 1-d ones, int indices); false where not.
+template <class T>
+bool max_pool_backward_tiled(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo) {
+  if (!narrow_indices(geo) || !planar(geo) || geo.planes == 0) return false;
+  const int64_t eh = (geo.k[1] - 1) * geo.d[1] + 1, ew = (geo.k[2] - 1) * geo.d[2] + 1;
+  const bool one_d = geo.in[1] == 1 && geo.out[1] == 1 && eh == 1 && geo.p[1] == 0;
+  if (!one_d && (geo.s[1] != geo.s[2] || eh != ew || geo.p[1] % 2 != geo.p[2] % 2)) return false;
+  return with_axis(geo.s[2], ew, geo.p[2], [&](auto aw) {
+    using AW = decltype(aw);
+    auto run = [&](auto ah) {
+      using H = decltype(ah);
+      const int64_t TH = (geo.in[1] + H::S - 1) / H::S, TW = (geo.in[2] + AW::S - 1) / AW::S;
+      const int64_t n = geo.planes * TH * TW;
+      TileGeom t{static_cast<int>(geo.in[1]),
+                 static_cast<int>(geo.in[2]),
+                 static_cast<int>(geo.out[1]),
+                 static_cast<int>(geo.out[2]),
+                 static_cast<int>(geo.P),
+                 static_cast<int>(geo.S),
+                 static_cast<int>(geo.p[1] / H::S),
+                 static_cast<int>(geo.p[2] / AW::S),
+                 DivBy<int>(TH * TW),
+                 DivBy<int>(TW),
+                 AW::S == 2 && geo.in[2] % 2 == 0 &&
+                     reinterpret_cast<uintptr_t>(dx) % (2 * sizeof(T)) == 0};
+      max_pool_backward_tiled_kernel<T, H, AW>
+          <<<static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, ctx().stream>>>(
+              static_cast<int>(n), g, idx, dx, t);
+      CUDA_LAUNCH_CHECK();
+    };
+    if (one_d)
+      run(Axis<1, 1, 0>{});
+    else
+      run(aw);
+  });
+}
+
 template <class T, bool Max>
 void pool_backward(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo, int64_t n) {
   if (n <= 0) return;
+  if constexpr (Max) {
+    if (max_pool_backward_tiled(g, idx, dx, geo)) return;
+  }
   if (narrow_indices(geo)) {
     pool_backward_kernel<T, Max, int><<<grid_for(n), kBlock, 0, ctx().stream>>>(
         static_cast<int>(n), g, idx, dx, PoolIndex<int>(geo), geo);

@@ -1,5 +1,7 @@
 // CUDA kernels of the optim family: each optimizer update is one elementwise pass that reads a
 // parameter, its gradient and its state and writes the new ones (op_kinds.inc has the formulas).
+// One launch updates many parameters: a model's dozens of small tensors would otherwise cost a
+// launch each, longer than their memory traffic.
 #include "cuda/common.cuh"
 #include "cuda/map.cuh"
 
@@ -7,254 +9,265 @@ namespace crisp::cuda {
 
 namespace {
 
-// Values in the state type S (float for 16-bit parameters).
-template <class S, class T>
-__device__ inline S get(const T* p, int64_t i) {
-  return static_cast<S>(load(p[i]));
-}
-
 // NaN-propagating, as torch.maximum.
 template <class S>
 __device__ inline S nan_max(S a, S b) {
   return a != a ? a : b != b ? b : a < b ? b : a;
 }
 
-struct SgdArgs {
+// Each update as a function of one element: p and the state st (up to three arrays, in the op's
+// order; absent ones read as 0) become their new values, in the state type S.
+template <class S>
+struct SgdMath {
+  S sign, neg_lr, mom, keep, w;
   bool momentum_on, nesterov, has_buf, decay;
-  double neg_lr, mom, keep, w, sign;
-};
-
-template <class P, class S>
-__global__ void sgd_kernel(int64_t n, const P* p, const P* g, const S* buf, P* po, S* bo,
-                           SgdArgs a) {
-  const S sign = static_cast<S>(a.sign), neg_lr = static_cast<S>(a.neg_lr),
-          mom = static_cast<S>(a.mom), keep = static_cast<S>(a.keep), w = static_cast<S>(a.w);
-  CRISP_GRID_STRIDE(i, n) {
-    const S pi = get<S>(p, i);
-    S d = get<S>(g, i) * sign;
-    if (a.decay) d = d + w * pi;
-    if (a.momentum_on) {
-      const S b = a.has_buf ? buf[i] * mom + keep * d : d;
-      bo[i] = b;
-      d = a.nesterov ? d + mom * b : b;
+  __device__ void operator()(S& p, S g, S (&st)[3]) const {
+    S d = g * sign;
+    if (decay) d = d + w * p;
+    if (momentum_on) {
+      const S b = has_buf ? st[0] * mom + keep * d : d;
+      st[0] = b;
+      d = nesterov ? d + mom * b : b;
     }
-    po[i] = convert<P>(pi + neg_lr * d);
+    p = p + neg_lr * d;
   }
-}
-
-struct AdamArgs {
-  bool amsgrad, decoupled, l2;
-  double sign, b1, c1, b2, c2, eps, w, shrink, neg_step, bc2;
 };
 
-// AdamArgs in the state type, and the update of one element.
 template <class S>
 struct AdamMath {
   S sign, b1, c1, b2, c2, e, w, shrink, neg_step, bc2;
   bool amsgrad, decoupled, l2;
-  __device__ explicit AdamMath(const AdamArgs& a)
-      : sign(static_cast<S>(a.sign)),
-        b1(static_cast<S>(a.b1)),
-        c1(static_cast<S>(a.c1)),
-        b2(static_cast<S>(a.b2)),
-        c2(static_cast<S>(a.c2)),
-        e(static_cast<S>(a.eps)),
-        w(static_cast<S>(a.w)),
-        shrink(static_cast<S>(a.shrink)),
-        neg_step(static_cast<S>(a.neg_step)),
-        bc2(static_cast<S>(a.bc2)),
-        amsgrad(a.amsgrad),
-        decoupled(a.decoupled),
-        l2(a.l2) {}
-  // p, m, v (and vmax with amsgrad) become their new values.
-  __device__ void step(S& p, S g, S& m, S& v, S& vmax) const {
+  // st: m, v, vmax.
+  __device__ void operator()(S& p, S g, S (&st)[3]) const {
     S d = g * sign;
     if (l2) d = d + w * p;
     if (decoupled) p = p * shrink;
-    m = m * b1 + c1 * d;
-    v = v * b2 + c2 * d * d;
-    S vi = v;
-    if (amsgrad) vi = vmax = nan_max(vmax, v);
-    p = p + neg_step * m / (sqrt(vi) / bc2 + e);
+    st[0] = st[0] * b1 + c1 * d;
+    st[1] = st[1] * b2 + c2 * d * d;
+    S u = st[1];
+    if (amsgrad) u = st[2] = nan_max(st[2], st[1]);
+    p = p + neg_step * st[0] / (sqrt(u) / bc2 + e);
   }
 };
 
-// vec: no amsgrad and every array 4-element aligned, so the bulk moves as 16-byte packs (the
-// update is bound by its seven streams of memory traffic).
-template <class P, class S>
-__global__ void adam_kernel(int64_t n, bool vec, const P* p, const P* g, const S* m, const S* v,
-                            const S* vmax, P* po, S* mo, S* vo, S* vmo, AdamArgs a) {
-  const AdamMath<S> k(a);
-  int64_t done = 0;
-  if (vec) {
-    done = n / 4 * 4;
-    CRISP_GRID_STRIDE(i, n / 4) {
-      Pack<P> pp = reinterpret_cast<const Pack<P>*>(p)[i];
-      const Pack<P> gp = reinterpret_cast<const Pack<P>*>(g)[i];
-      Pack<S> mp = reinterpret_cast<const Pack<S>*>(m)[i];
-      Pack<S> vp = reinterpret_cast<const Pack<S>*>(v)[i];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        S pj = static_cast<S>(load(pp.v[j])), unused = 0;
-        k.step(pj, static_cast<S>(load(gp.v[j])), mp.v[j], vp.v[j], unused);
-        pp.v[j] = convert<P>(pj);
-      }
-      reinterpret_cast<Pack<P>*>(po)[i] = pp;
-      reinterpret_cast<Pack<S>*>(mo)[i] = mp;
-      reinterpret_cast<Pack<S>*>(vo)[i] = vp;
-    }
-  }
-  CRISP_GRID_STRIDE(t, n - done) {
-    const int64_t i = done + t;
-    S pi = get<S>(p, i), mi = m[i], vi = v[i], vm = k.amsgrad ? vmax[i] : S(0);
-    k.step(pi, get<S>(g, i), mi, vi, vm);
-    mo[i] = mi;
-    vo[i] = vi;
-    if (k.amsgrad) vmo[i] = vm;
-    po[i] = convert<P>(pi);
-  }
-}
-
-struct RmspropArgs {
+template <class S>
+struct RmspropMath {
+  S sign, neg_lr, a, c, e, w, mom;
   bool centered, momentum_on, decay;
-  double sign, neg_lr, a, c, eps, w, mom;
-};
-
-template <class P, class S>
-__global__ void rmsprop_kernel(int64_t n, const P* p, const P* g, const S* sq, const S* ga,
-                               const S* buf, P* po, S* sqo, S* gao, S* bo, RmspropArgs r) {
-  const S sign = static_cast<S>(r.sign), neg_lr = static_cast<S>(r.neg_lr), a = static_cast<S>(r.a),
-          c = static_cast<S>(r.c), e = static_cast<S>(r.eps), w = static_cast<S>(r.w),
-          mom = static_cast<S>(r.mom);
-  CRISP_GRID_STRIDE(i, n) {
-    const S pi = get<S>(p, i);
-    S d = get<S>(g, i) * sign;
-    if (r.decay) d = d + w * pi;
-    const S s = sq[i] * a + c * d * d;
-    sqo[i] = s;
+  // st: square_avg[, grad_avg][, momentum buffer].
+  __device__ void operator()(S& p, S g, S (&st)[3]) const {
+    S d = g * sign;
+    if (decay) d = d + w * p;
+    const S s = st[0] = st[0] * a + c * d * d;
     S avg;
-    if (r.centered) {
-      const S gm = ga[i] * a + c * d;
-      gao[i] = gm;
+    if (centered) {
+      const S gm = st[1] = st[1] * a + c * d;
       avg = sqrt(s - gm * gm) + e;
     } else {
       avg = sqrt(s) + e;
     }
-    if (r.momentum_on) {
-      const S b = buf[i] * mom + d / avg;
-      bo[i] = b;
-      po[i] = convert<P>(pi + neg_lr * b);
+    if (momentum_on) {
+      // Selected by value: indexing st by a run-time value would put it in local memory.
+      const S b = (centered ? st[2] : st[1]) * mom + d / avg;
+      if (centered)
+        st[2] = b;
+      else
+        st[1] = b;
+      p = p + neg_lr * b;
     } else {
-      po[i] = convert<P>(pi + neg_lr * d / avg);
+      p = p + neg_lr * d / avg;
     }
   }
+};
+
+// One parameter of a launch: its arrays (null state pointers: not read, or not written) and the
+// blocks [first, next slab's first) that cover it, kChunk elements each.
+template <class P, class S>
+struct Slab {
+  const P* p;
+  const P* g;
+  const S* s[3];
+  P* po;
+  S* so[3];
+  int64_t n;
+  int first;
+  bool vec;  // every array 16-byte aligned: moved as packs of four
+};
+
+constexpr int kSlabs = 24;               // parameters per launch (~2 KB of kernel parameters)
+constexpr int64_t kChunk = kBlock * 16;  // elements per block: four packs per thread
+
+template <class P, class S, class M>
+struct Slabs {
+  Slab<P, S> t[kSlabs];
+  int count;
+  M math;
+};
+
+template <class P, class S, class M>
+__device__ inline void update_one(const Slab<P, S>& s, const M& math, int64_t i) {
+  S st[3];
+#pragma unroll
+  for (int k = 0; k < 3; ++k) st[k] = s.s[k] ? s.s[k][i] : S(0);
+  S p = static_cast<S>(load(s.p[i]));
+  math(p, static_cast<S>(load(s.g[i])), st);
+#pragma unroll
+  for (int k = 0; k < 3; ++k)
+    if (s.so[k]) s.so[k][i] = st[k];
+  s.po[i] = convert<P>(p);
 }
 
-template <class K, class... A>
-void launch(K kernel, int64_t n, A... args) {
-  if (n <= 0) return;
-  kernel<<<grid_for(n), kBlock, 0, ctx().stream>>>(n, args...);
-  CUDA_LAUNCH_CHECK();
+// __grid_constant__: the table is indexed by the block's slab without a per-thread copy.
+template <class P, class S, class M>
+__global__ void __launch_bounds__(kBlock) update_kernel(const __grid_constant__ Slabs<P, S, M> b) {
+  int t = 0;
+  while (t + 1 < b.count && static_cast<int>(blockIdx.x) >= b.t[t + 1].first) ++t;
+  const Slab<P, S>& s = b.t[t];
+  const int64_t begin = static_cast<int64_t>(static_cast<int>(blockIdx.x) - s.first) * kChunk;
+  const int64_t end = min(begin + kChunk, s.n);
+  int64_t tail = begin;
+  if (s.vec) {
+    tail = begin + (end - begin) / 4 * 4;
+    for (int64_t i = begin + 4 * threadIdx.x; i < tail; i += 4 * kBlock) {
+      const int64_t v = i / 4;
+      Pack<P> pp = reinterpret_cast<const Pack<P>*>(s.p)[v];
+      const Pack<P> gp = reinterpret_cast<const Pack<P>*>(s.g)[v];
+      Pack<S> sp[3]{};
+#pragma unroll
+      for (int k = 0; k < 3; ++k)
+        if (s.s[k]) sp[k] = reinterpret_cast<const Pack<S>*>(s.s[k])[v];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        S st[3];
+#pragma unroll
+        for (int k = 0; k < 3; ++k) st[k] = s.s[k] ? sp[k].v[j] : S(0);
+        S p = static_cast<S>(load(pp.v[j]));
+        b.math(p, static_cast<S>(load(gp.v[j])), st);
+#pragma unroll
+        for (int k = 0; k < 3; ++k) sp[k].v[j] = st[k];
+        pp.v[j] = convert<P>(p);
+      }
+#pragma unroll
+      for (int k = 0; k < 3; ++k)
+        if (s.so[k]) reinterpret_cast<Pack<S>*>(s.so[k])[v] = sp[k];
+      reinterpret_cast<Pack<P>*>(s.po)[v] = pp;
+    }
+  }
+  for (int64_t i = tail + threadIdx.x; i < end; i += kBlock) update_one(s, b.math, i);
+}
+
+// Updates every parameter, kSlabs per launch. Input and output state k are the k-th after the
+// parameter and gradient, and after the new parameter.
+template <class P, class S, class M>
+void update(const M& math, const std::vector<ParamOperands>& params) {
+  Slabs<P, S, M> b{};
+  b.math = math;
+  int blocks = 0;
+  auto flush = [&] {
+    if (b.count == 0) return;
+    launch<update_kernel<P, S, M>>(blocks, kBlock, 0, ctx().stream, b);
+    CUDA_LAUNCH_CHECK();
+    b.count = 0;
+    blocks = 0;
+  };
+  for (const ParamOperands& p : params) {
+    const int64_t n = p.in[0].numel();
+    if (n == 0) continue;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    if (chunks > (int64_t{1} << 30)) fail("a parameter of ", n, " elements is too large");
+    if (b.count == kSlabs || blocks + chunks > (int64_t{1} << 30)) flush();
+    Slab<P, S>& s = b.t[b.count++];
+    s = Slab<P, S>{};
+    s.p = p.in[0].data<P>();
+    s.g = p.in[1].data<P>();
+    s.po = p.out[0].data<P>();
+    bool vec = pack_aligned<P>(s.p) && pack_aligned<P>(s.g) && pack_aligned<P>(s.po);
+    for (size_t k = 2; k < p.in.size() && k < 5; ++k) {
+      s.s[k - 2] = p.in[k].data<S>();
+      vec = vec && pack_aligned<S>(s.s[k - 2]);
+    }
+    for (size_t k = 1; k < p.out.size() && k < 4; ++k) {
+      s.so[k - 1] = p.out[k].data<S>();
+      vec = vec && pack_aligned<S>(s.so[k - 1]);
+    }
+    s.n = n;
+    s.first = blocks;
+    s.vec = vec;
+    blocks += static_cast<int>(chunks);
+  }
+  flush();
 }
 
 template <class P, class S>
-void route(const Op& op, In in, Out out) {
-  const int64_t n = in[0].numel();
-  const P* p = in[0].data<P>();
-  const P* g = in[1].data<P>();
-  P* po = out[0].data<P>();
+void route(const Op& op, const std::vector<ParamOperands>& params) {
+  auto real = [&](size_t i) { return static_cast<S>(op.reals.at(i)); };
   switch (op.kind) {
     case OpKind::sgd_step: {
-      SgdArgs a{};
-      a.momentum_on = op.ints.at(0) != 0;
-      a.nesterov = op.ints.at(1) != 0;
-      a.sign = op.ints.at(2) ? -1 : 1;
-      a.has_buf = in.size() > 2;
-      a.neg_lr = -op.reals.at(0);
-      a.mom = op.reals.at(1);
-      a.keep = 1 - op.reals.at(2);
-      a.w = op.reals.at(3);
-      a.decay = a.w != 0;
-      return launch(sgd_kernel<P, S>, n, p, g, a.has_buf ? in[2].data<S>() : nullptr, po,
-                    a.momentum_on ? out[1].data<S>() : nullptr, a);
+      SgdMath<S> m{};
+      m.momentum_on = op.ints.at(0) != 0;
+      m.nesterov = op.ints.at(1) != 0;
+      m.sign = op.ints.at(2) ? S(-1) : S(1);
+      m.has_buf = params[0].in.size() > 2;
+      m.neg_lr = -real(0);
+      m.mom = real(1);
+      m.keep = static_cast<S>(1 - op.reals.at(2));
+      m.w = real(3);
+      m.decay = op.reals.at(3) != 0;
+      return update<P, S>(m, params);
     }
     case OpKind::adam_step: {
-      AdamArgs a{};
-      a.amsgrad = op.ints.at(0) != 0;
-      a.sign = op.ints.at(1) ? -1 : 1;
-      a.decoupled = op.ints.at(2) != 0;
-      const double lr = op.reals.at(0), beta1 = op.reals.at(1), beta2 = op.reals.at(2);
-      a.b1 = beta1;
-      a.c1 = 1 - beta1;
-      a.b2 = beta2;
-      a.c2 = 1 - beta2;
-      a.eps = op.reals.at(3);
-      a.w = op.reals.at(4);
-      a.l2 = !a.decoupled && a.w != 0;
-      a.shrink = 1 - lr * a.w;
-      a.neg_step = -op.reals.at(5);
-      a.bc2 = op.reals.at(6);
-      const S *m = in[2].data<S>(), *v = in[3].data<S>();
-      S *mo = out[1].data<S>(), *vo = out[2].data<S>();
-      const bool vec = !a.amsgrad && n >= 4 && pack_aligned<P>(p) && pack_aligned<P>(g) &&
-                       pack_aligned<P>(po) && pack_aligned<S>(m) && pack_aligned<S>(v) &&
-                       pack_aligned<S>(mo) && pack_aligned<S>(vo);
-      if (n <= 0) return;
-      adam_kernel<P, S><<<grid_for(vec ? n / 4 : n), kBlock, 0, ctx().stream>>>(
-          n, vec, p, g, m, v, a.amsgrad ? in[4].data<S>() : nullptr, po, mo, vo,
-          a.amsgrad ? out[3].data<S>() : nullptr, a);
-      CUDA_LAUNCH_CHECK();
-      return;
+      AdamMath<S> m{};
+      m.amsgrad = op.ints.at(0) != 0;
+      m.sign = op.ints.at(1) ? S(-1) : S(1);
+      m.decoupled = op.ints.at(2) != 0;
+      const double lr = op.reals.at(0), beta1 = op.reals.at(1), beta2 = op.reals.at(2),
+                   wd = op.reals.at(4);
+      m.b1 = static_cast<S>(beta1);
+      m.c1 = static_cast<S>(1 - beta1);
+      m.b2 = static_cast<S>(beta2);
+      m.c2 = static_cast<S>(1 - beta2);
+      m.e = real(3);
+      m.w = static_cast<S>(wd);
+      m.l2 = !m.decoupled && wd != 0;
+      m.shrink = static_cast<S>(1 - lr * wd);
+      m.neg_step = -real(5);
+      m.bc2 = real(6);
+      return update<P, S>(m, params);
     }
     case OpKind::rmsprop_step: {
-      RmspropArgs r{};
-      r.centered = op.ints.at(0) != 0;
-      r.momentum_on = op.ints.at(1) != 0;
-      r.sign = op.ints.at(2) ? -1 : 1;
-      r.neg_lr = -op.reals.at(0);
-      r.a = op.reals.at(1);
-      r.c = 1 - op.reals.at(1);
-      r.eps = op.reals.at(2);
-      r.w = op.reals.at(3);
-      r.decay = r.w != 0;
-      r.mom = op.reals.at(4);
-      const size_t buf_at = r.centered ? 4 : 3, buf_out = r.centered ? 3 : 2;
-      return launch(rmsprop_kernel<P, S>, n, p, g, in[2].data<S>(),
-                    r.centered ? in[3].data<S>() : nullptr,
-                    r.momentum_on ? in[buf_at].data<S>() : nullptr, po, out[1].data<S>(),
-                    r.centered ? out[2].data<S>() : nullptr,
-                    r.momentum_on ? out[buf_out].data<S>() : nullptr, r);
+      RmspropMath<S> m{};
+      m.centered = op.ints.at(0) != 0;
+      m.momentum_on = op.ints.at(1) != 0;
+      m.sign = op.ints.at(2) ? S(-1) : S(1);
+      m.neg_lr = -real(0);
+      m.a = real(1);
+      m.c = static_cast<S>(1 - op.reals.at(1));
+      m.e = real(2);
+      m.w = real(3);
+      m.decay = op.reals.at(3) != 0;
+      m.mom = real(4);
+      return update<P, S>(m, params);
     }
     default:
-      unsupported(op, in[0].dtype);
+      unsupported(op, params[0].in[0].dtype);
   }
 }
 
 }  // namespace
 
 void optim(const Op& op, In in, Out out) {
-  if (in.size() < 2 || out.empty()) fail(op_name(op.kind), ": expected a parameter and gradient");
-  const DType pd = in[0].dtype, sd = pd == DType::f16 || pd == DType::bf16 ? DType::f32 : pd;
-  const int64_t n = in[0].numel();
-  // The front end hands every operand contiguous and of one size; anything else is a bug there.
-  auto check_operand = [&](const Array& a, size_t i) {
-    if (!a.is_contiguous() || a.numel() != n || a.dtype != (i < 2 ? pd : sd))
-      fail(op_name(op.kind), ": operand ", i, " must be contiguous, ", n, " elements of ",
-           dtype_name(i < 2 ? pd : sd));
-  };
-  for (size_t i = 0; i < in.size(); ++i) check_operand(in[i], i);
-  for (size_t i = 0; i < out.size(); ++i) check_operand(out[i], i == 0 ? 0 : 2);
-  switch (pd) {
+  const auto params = optim_operands(op, in, out);
+  switch (in[0].dtype) {
     case DType::f32:
-      return route<float, float>(op, in, out);
+      return route<float, float>(op, params);
     case DType::f64:
-      return route<double, double>(op, in, out);
+      return route<double, double>(op, params);
     case DType::f16:
-      return route<__half, float>(op, in, out);
+      return route<__half, float>(op, params);
     case DType::bf16:
-      return route<__nv_bfloat16, float>(op, in, out);
+      return route<__nv_bfloat16, float>(op, params);
     default:
-      unsupported(op, pd);
+      unsupported(op, in[0].dtype);
   }
 }
 

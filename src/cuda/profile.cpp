@@ -53,7 +53,7 @@ void OpProfile::gather() {
   pending_.clear();
 }
 
-void OpProfile::report() {
+void OpProfile::report(const char* title) {
   std::lock_guard lock(mutex_);
   gather();
   std::vector<size_t> order;
@@ -65,7 +65,7 @@ void OpProfile::report() {
     }
   std::sort(order.begin(), order.end(),
             [&](size_t a, size_t b) { return rows_[a].gpu_ms > rows_[b].gpu_ms; });
-  std::fprintf(stderr, "\ncrisp profile (CUDA): %.3f ms of GPU time in ops\n", gpu_total);
+  std::fprintf(stderr, "\ncrisp profile (%s): %.3f ms of GPU time in ops\n", title, gpu_total);
   std::fprintf(stderr, "%-28s %10s %12s %7s %12s %12s\n", "op", "calls", "GPU ms", "%",
                "GPU us/call", "host us/call");
   for (size_t k : order) {

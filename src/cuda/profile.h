@@ -22,7 +22,7 @@ class OpProfile {
   cudaEvent_t event();
   void add(OpKind kind, cudaEvent_t start, cudaEvent_t stop, double host_us);
   void reset();  // forgets the ops timed so far
-  void report();
+  void report(const char* title = "CUDA");
 
  private:
   struct Pending {

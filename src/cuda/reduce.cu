@@ -279,11 +279,11 @@ void run_reducer(const R& r, const Array& x, O* out, const std::vector<int64_t>&
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(slices));
   if (blocks > 0x7fffffff) fail("reduction too large for one launch");
   if (cols) {
-    reduce_cols<T, O, R><<<grid, kBlock, 0, c.stream>>>(in, out, parts.as<A>(), r, p.keep, p.red,
-                                                        cols_n, tiles, p.n_red, slice);
+    launch<reduce_cols<T, O, R>>(grid, kBlock, 0, c.stream, in, out, parts.as<A>(), r, p.keep,
+                                 p.red, cols_n, tiles, p.n_red, slice);
   } else {
-    reduce_rows<T, O, R><<<grid, kBlock, 0, c.stream>>>(in, out, parts.as<A>(), r, p.keep, p.red,
-                                                        p.n_out, p.n_red, g, slice);
+    launch<reduce_rows<T, O, R>>(grid, kBlock, 0, c.stream, in, out, parts.as<A>(), r, p.keep,
+                                 p.red, p.n_out, p.n_red, g, slice);
   }
   CUDA_LAUNCH_CHECK();
   if (slices > 1) {

@@ -143,13 +143,18 @@ void Optimizer::check_step() {
 
 void Optimizer::run_step() {
   NoGrad no_grad;
-  for (size_t g = 0; g < groups_.size(); ++g)
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    std::vector<Slot*> slots;
+    std::vector<Tensor> grads;
     for (Slot& s : groups_[g]) {
-      const Tensor grad = s.param.tensor->grad();
+      Tensor grad = s.param.tensor->grad();
       if (!grad.defined()) continue;
       ++s.step;
-      update(s, g, grad);
+      slots.push_back(&s);
+      grads.push_back(std::move(grad));
     }
+    if (!slots.empty()) update(slots, grads, g);
+  }
 }
 
 void Optimizer::step(Loc loc) {

@@ -1,4 +1,4 @@
-// SGD, Adam, AdamW and RMSprop: hyper-parameters, their checks, and one fused op per update.
+// SGD, Adam, AdamW and RMSprop: hyper-parameters, their checks, and their fused update ops.
 #include "optim/steps.h"
 
 namespace crisp::optim {
@@ -34,14 +34,31 @@ void check_adam(const AdamOptions& o) {
   check_non_negative("weight_decay", o.weight_decay);
 }
 
+// The updates of slots (an optimizer's Slot) with their gradients; state is the slot's buffers.
+template <class Slot>
+std::vector<Update> updates_of(std::span<Slot* const> slots, std::span<const Tensor> grads) {
+  std::vector<Update> u;
+  for (size_t i = 0; i < slots.size(); ++i)
+    u.push_back({*slots[i]->param.tensor, grads[i], slots[i]->buffers, slots[i]->step});
+  return u;
+}
+
+// Stores each update's outputs: the new parameter, then its new state k in buffers[buffer[k]].
+template <class Slot>
+void store(std::span<Slot* const> slots, const std::vector<std::vector<Tensor>>& outs,
+           const std::vector<size_t>& buffer) {
+  for (size_t i = 0; i < slots.size(); ++i) {
+    replace_value(*slots[i]->param.tensor, outs[i][0]);
+    for (size_t k = 0; k < buffer.size(); ++k) slots[i]->buffers[buffer[k]] = outs[i][1 + k];
+  }
+}
+
 // Adam and AdamW share the op; AdamW decays the parameter instead of the gradient.
-void adam_update(Tensor& p, int64_t step, std::vector<Tensor>& b, const AdamOptions& o,
-                 bool decoupled, const Tensor& grad) {
-  auto out = adam_step(p, grad, b[0], b[1], b[2], o, decoupled, step);
-  replace_value(p, out[0]);
-  b[0] = out[1];
-  b[1] = out[2];
-  if (o.amsgrad) b[2] = out[3];
+template <class Slot>
+void adam_update(std::span<Slot* const> slots, std::span<const Tensor> grads, const AdamOptions& o,
+                 bool decoupled) {
+  auto outs = adam_step(updates_of(slots, grads), o, decoupled);
+  store(slots, outs, o.amsgrad ? std::vector<size_t>{0, 1, 2} : std::vector<size_t>{0, 1});
 }
 
 }  // namespace
@@ -79,10 +96,10 @@ std::vector<bool> SGD::required_buffers(size_t group) const {
   return {options_[group].momentum != 0};
 }
 
-void SGD::update(Slot& slot, size_t group, const Tensor& grad) {
-  auto out = sgd_step(*slot.param.tensor, grad, slot.buffers[0], options_[group]);
-  replace_value(*slot.param.tensor, out[0]);
-  if (out.size() > 1) slot.buffers[0] = out[1];
+void SGD::update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) {
+  const SGDOptions& o = options_[group];
+  auto outs = sgd_step(updates_of(slots, grads), o);
+  store(slots, outs, o.momentum != 0 ? std::vector<size_t>{0} : std::vector<size_t>{});
 }
 
 // ---- Adam ----
@@ -113,8 +130,8 @@ std::vector<bool> Adam::required_buffers(size_t group) const {
   return {true, true, options_[group].amsgrad};
 }
 
-void Adam::update(Slot& slot, size_t group, const Tensor& grad) {
-  adam_update(*slot.param.tensor, slot.step, slot.buffers, options_[group], false, grad);
+void Adam::update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) {
+  adam_update(slots, grads, options_[group], false);
 }
 
 // ---- AdamW ----
@@ -145,8 +162,8 @@ std::vector<bool> AdamW::required_buffers(size_t group) const {
   return {true, true, options_[group].amsgrad};
 }
 
-void AdamW::update(Slot& slot, size_t group, const Tensor& grad) {
-  adam_update(*slot.param.tensor, slot.step, slot.buffers, as_adam(options_[group]), true, grad);
+void AdamW::update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) {
+  adam_update(slots, grads, as_adam(options_[group]), true);
 }
 
 // ---- RMSprop ----
@@ -185,15 +202,13 @@ std::vector<bool> RMSprop::required_buffers(size_t group) const {
   return {true, o.centered, o.momentum > 0};
 }
 
-void RMSprop::update(Slot& slot, size_t group, const Tensor& grad) {
-  std::vector<Tensor>& b = slot.buffers;
+void RMSprop::update(std::span<Slot* const> slots, std::span<const Tensor> grads, size_t group) {
   const RMSpropOptions& o = options_[group];
-  auto out = rmsprop_step(*slot.param.tensor, grad, b[0], b[1], b[2], o);
-  replace_value(*slot.param.tensor, out[0]);
-  size_t k = 1;
-  b[0] = out[k++];
-  if (o.centered) b[1] = out[k++];
-  if (o.momentum > 0) b[2] = out[k++];
+  auto outs = rmsprop_step(updates_of(slots, grads), o);
+  std::vector<size_t> buffer{0};
+  if (o.centered) buffer.push_back(1);
+  if (o.momentum > 0) buffer.push_back(2);
+  store(slots, outs, buffer);
 }
 
 }  // namespace crisp::optim

@@ -1,7 +1,10 @@
-// Front ends of the fused update ops: argument checks, output specs, one dispatch each.
+// Front ends of the fused update ops: argument checks, output specs, one dispatch per batch of
+// parameters.
 #include "optim/steps.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "core/tensor_impl.h"
 
@@ -39,64 +42,118 @@ void add_state(std::vector<Tensor>& in, const Tensor& p, const Tensor& s, const 
 
 Tensor zeros_state(const Tensor& p) { return zeros(p.shape(), state_dtype(p.dtype())); }
 
-std::vector<Tensor> run(const Op& op, const std::vector<Tensor>& in, size_t n_state) {
-  const Tensor& p = in[0];
-  std::vector<OutSpec> outs{{p.shape(), p.dtype()}};
-  for (size_t i = 0; i < n_state; ++i) outs.push_back({p.shape(), state_dtype(p.dtype())});
-  return dispatch(op, in, outs);
+// State k of u, or zeros when it has none yet.
+Tensor state_or_zeros(const Update& u, size_t k) {
+  return k < u.state.size() && u.state[k].defined() ? u.state[k] : zeros_state(u.p);
+}
+
+using Outputs = std::vector<std::vector<Tensor>>;
+
+// Runs the updates as one op per batch of updates that one op can take: on one backend, of one
+// dtype and step, with as many inputs. inputs(u) lists u's checked inputs (p, g, state);
+// op_for(step) is a batch's op without its trailing parameter count; each update has n_state
+// outputs after its new parameter.
+template <class Inputs, class OpFor>
+Outputs batched(std::span<const Update> updates, size_t n_state, Inputs inputs, OpFor op_for) {
+  struct Batch {
+    std::shared_ptr<Backend> backend;
+    DType dtype;
+    int64_t step;
+    size_t n_in;  // inputs per update
+    std::vector<Tensor> in;
+    std::vector<size_t> members;
+  };
+  std::vector<Batch> batches;  // usually one
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const Update& u = updates[i];
+    check_param(u.p, u.g);
+    const std::shared_ptr<Backend> backend = u.p.backend();
+    BackendScope on(backend);  // where missing state is made
+    std::vector<Tensor> in = inputs(u);
+    auto it = std::find_if(batches.begin(), batches.end(), [&](const Batch& b) {
+      return b.backend == backend && b.dtype == u.p.dtype() && b.step == u.step &&
+             b.n_in == in.size();
+    });
+    if (it == batches.end())
+      it = batches.insert(batches.end(), Batch{backend, u.p.dtype(), u.step, in.size(), {}, {}});
+    it->in.insert(it->in.end(), std::make_move_iterator(in.begin()),
+                  std::make_move_iterator(in.end()));
+    it->members.push_back(i);
+  }
+  Outputs result(updates.size());
+  for (const Batch& b : batches) {
+    BackendScope on(b.backend);
+    std::vector<OutSpec> outs;
+    for (size_t i : b.members) {
+      const Tensor& p = updates[i].p;
+      outs.push_back({p.shape(), p.dtype()});
+      for (size_t k = 0; k < n_state; ++k) outs.push_back({p.shape(), state_dtype(p.dtype())});
+    }
+    Op op = op_for(b.step);
+    op.ints.push_back(static_cast<int64_t>(b.members.size()));
+    const std::vector<Tensor> out = dispatch(op, b.in, outs);
+    auto next = out.begin();
+    for (size_t i : b.members) {
+      result[i].assign(next, next + static_cast<std::ptrdiff_t>(1 + n_state));
+      next += static_cast<std::ptrdiff_t>(1 + n_state);
+    }
+  }
+  return result;
 }
 
 }  // namespace
 
-std::vector<Tensor> sgd_step(const Tensor& p, const Tensor& g, const Tensor& buf,
-                             const SGDOptions& o) {
-  check_param(p, g);
-  BackendScope on(p.backend());
+Outputs sgd_step(std::span<const Update> updates, const SGDOptions& o) {
   NoGrad no_grad;
   const bool momentum = o.momentum != 0;
-  std::vector<Tensor> in{flat(p), flat(g)};
-  if (momentum && buf.defined()) add_state(in, p, buf, "momentum_buffer");
-  Op op{OpKind::sgd_step,
-        {momentum, o.nesterov, o.maximize},
-        {o.lr, o.momentum, o.dampening, o.weight_decay}};
-  return run(op, in, momentum ? 1 : 0);
+  auto inputs = [&](const Update& u) {
+    std::vector<Tensor> in{flat(u.p), flat(u.g)};
+    if (momentum && !u.state.empty() && u.state[0].defined())
+      add_state(in, u.p, u.state[0], "momentum_buffer");
+    return in;
+  };
+  return batched(updates, momentum ? 1 : 0, inputs, [&](int64_t) {
+    return Op{OpKind::sgd_step,
+              {momentum, o.nesterov, o.maximize},
+              {o.lr, o.momentum, o.dampening, o.weight_decay}};
+  });
 }
 
-std::vector<Tensor> adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
-                              const Tensor& vmax, const AdamOptions& o, bool decoupled,
-                              int64_t step) {
-  check_param(p, g);
-  BackendScope on(p.backend());
+Outputs adam_step(std::span<const Update> updates, const AdamOptions& o, bool decoupled) {
   NoGrad no_grad;
-  std::vector<Tensor> in{flat(p), flat(g)};
-  add_state(in, p, m.defined() ? m : zeros_state(p), "exp_avg");
-  add_state(in, p, v.defined() ? v : zeros_state(p), "exp_avg_sq");
-  if (o.amsgrad) add_state(in, p, vmax.defined() ? vmax : zeros_state(p), "max_exp_avg_sq");
-  // The bias corrections depend only on the step: computed once here, in double, as PyTorch.
-  const double s = static_cast<double>(step);
-  const double step_size = o.lr / (1 - std::pow(o.beta1, s));
-  const double bc2_sqrt = std::sqrt(1 - std::pow(o.beta2, s));
-  Op op{OpKind::adam_step,
-        {o.amsgrad, o.maximize, decoupled},
-        {o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step_size, bc2_sqrt}};
-  return run(op, in, o.amsgrad ? 3 : 2);
+  auto inputs = [&](const Update& u) {
+    std::vector<Tensor> in{flat(u.p), flat(u.g)};
+    add_state(in, u.p, state_or_zeros(u, 0), "exp_avg");
+    add_state(in, u.p, state_or_zeros(u, 1), "exp_avg_sq");
+    if (o.amsgrad) add_state(in, u.p, state_or_zeros(u, 2), "max_exp_avg_sq");
+    return in;
+  };
+  return batched(updates, o.amsgrad ? 3 : 2, inputs, [&](int64_t step) {
+    // The bias corrections depend only on the step: computed once here, in double, as PyTorch.
+    const double s = static_cast<double>(step);
+    const double step_size = o.lr / (1 - std::pow(o.beta1, s));
+    const double bc2_sqrt = std::sqrt(1 - std::pow(o.beta2, s));
+    return Op{OpKind::adam_step,
+              {o.amsgrad, o.maximize, decoupled},
+              {o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step_size, bc2_sqrt}};
+  });
 }
 
-std::vector<Tensor> rmsprop_step(const Tensor& p, const Tensor& g, const Tensor& square_avg,
-                                 const Tensor& grad_avg, const Tensor& buf,
-                                 const RMSpropOptions& o) {
-  check_param(p, g);
-  BackendScope on(p.backend());
+Outputs rmsprop_step(std::span<const Update> updates, const RMSpropOptions& o) {
   NoGrad no_grad;
   const bool momentum = o.momentum > 0;
-  std::vector<Tensor> in{flat(p), flat(g)};
-  add_state(in, p, square_avg.defined() ? square_avg : zeros_state(p), "square_avg");
-  if (o.centered) add_state(in, p, grad_avg.defined() ? grad_avg : zeros_state(p), "grad_avg");
-  if (momentum) add_state(in, p, buf.defined() ? buf : zeros_state(p), "momentum_buffer");
-  Op op{OpKind::rmsprop_step,
-        {o.centered, momentum, o.maximize},
-        {o.lr, o.alpha, o.eps, o.weight_decay, o.momentum}};
-  return run(op, in, 1 + (o.centered ? 1 : 0) + (momentum ? 1 : 0));
+  auto inputs = [&](const Update& u) {
+    std::vector<Tensor> in{flat(u.p), flat(u.g)};
+    add_state(in, u.p, state_or_zeros(u, 0), "square_avg");
+    if (o.centered) add_state(in, u.p, state_or_zeros(u, 1), "grad_avg");
+    if (momentum) add_state(in, u.p, state_or_zeros(u, 2), "momentum_buffer");
+    return in;
+  };
+  return batched(updates, 1 + (o.centered ? 1 : 0) + (momentum ? 1 : 0), inputs, [&](int64_t) {
+    return Op{OpKind::rmsprop_step,
+              {o.centered, momentum, o.maximize},
+              {o.lr, o.alpha, o.eps, o.weight_decay, o.momentum}};
+  });
 }
 
 void replace_value(Tensor& param, const Tensor& value) {
