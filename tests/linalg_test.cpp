@@ -1,5 +1,7 @@
 // Linear algebra tests: matmul against a naive float64 loop for every operand rank, strided and
 // transposed operands, dtypes, gradients by finite differences, outer, dot and shape errors.
+#include <string>
+
 #include "testing.h"
 
 namespace crisp::testing {
@@ -119,6 +121,43 @@ TEST_P(Linalg, MatmulGradientMatchesFiniteDifferences) {
                   {randn({3}), randn({2})});
   check_gradients([](const std::vector<Tensor>& in) { return dot(in[0], in[1]); },
                   {randn({5}), randn({5})});
+}
+
+// linear(x, w, b) = x @ w^T + b against a float64 loop, over the shapes each backend routes
+// differently (on CUDA: one or few rows, matrix-vector kernels that add the bias as they store;
+// more rows, a GEMM and then the bias; a large product, cuBLASLt or 3xTF32), with a strided
+// bias; 1-d and batched inputs; gradients by finite differences.
+TEST_P(Linalg, LinearMatchesNaiveLoopAndFiniteDifferences) {
+  struct Dims {
+    int64_t m, k, n;
+  };
+  for (const Dims d :
+       {Dims{1, 5, 1}, Dims{1, 130, 66}, Dims{3, 130, 9}, Dims{70, 5, 66}, Dims{128, 512, 256}}) {
+    Tensor x = randn({d.m, d.k}, f64), w = randn({d.n, d.k}, f64);
+    Tensor b = randn({2 * d.n}, f64)[Slice(0, _, 2)];
+    std::vector<double> want = naive_mm(values(x), values(w.t().contiguous()), d.m, d.k, d.n);
+    const std::vector<double> bias = values(b);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += bias[i % static_cast<size_t>(d.n)];
+    const std::string what =
+        "linear " + std::to_string(d.m) + "x" + std::to_string(d.k) + "x" + std::to_string(d.n);
+    Tensor y = linear(x, w, b);
+    ASSERT_EQ(y.shape(), (Shape{d.m, d.n})) << what;
+    expect_close(y, want, 1e-12, what.c_str());
+    // float32 sums of k terms of randn products: rounding near 1e-6 * sqrt(k) of each output.
+    expect_close(linear(x.cast(f32), w.cast(f32), b.cast(f32)), want, 1e-4, what.c_str());
+  }
+  Tensor w = randn({4, 3}), b = randn({4}), x3 = randn({2, 5, 3});
+  EXPECT_EQ(linear(randn({3}), w, b).shape(), (Shape{4}));
+  expect_tensors_close(linear(x3, w, b), matmul(x3, w.t()) + b, 1e-5, "batched linear");
+  expect_tensors_close(linear(x3, w), matmul(x3, w.t()), 0, "linear without bias");
+  auto lin = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
+  check_gradients(lin, {randn({3, 4}), randn({2, 4}), randn({2})});
+  check_gradients(lin, {randn({1, 4}), randn({5, 4}), randn({5})});
+  check_gradients(lin, {randn({2, 3, 4}), randn({5, 4}), randn({5})});
+  check_gradients(lin, {randn({4}), randn({5, 4}), randn({5})});
+  EXPECT_CRISP_ERROR(linear(zeros({2, 3}), zeros({4, 2}), zeros({4})),
+                     "does not end in weight's in_features 2");
+  EXPECT_CRISP_ERROR(linear(zeros({2, 3}), zeros({4, 3}), zeros({3})), "bias must have shape [4]");
 }
 
 TEST_P(Linalg, ShapeAndDtypeErrors) {

@@ -143,6 +143,10 @@ SortResult topk(const Tensor& x, int64_t k, int64_t axis = -1, bool largest = tr
 Tensor matmul(const Tensor& a, const Tensor& b, Loc loc = Loc::current());
 Tensor outer(const Tensor& a, const Tensor& b, Loc loc = Loc::current());
 Tensor dot(const Tensor& a, const Tensor& b, Loc loc = Loc::current());
+// x @ weight^T + bias, as torch.nn.functional.linear: x [..., in], weight [out, in], bias [out].
+// With a bias, one op: the backends add it as the product is written.
+Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias = {},
+              Loc loc = Loc::current());
 
 // ---- shape ----
 Tensor reshape(const Tensor& x, Shape shape, Loc loc = Loc::current());

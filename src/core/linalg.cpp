@@ -86,6 +86,37 @@ Tensor matmul(const Tensor& a, const Tensor& b, Loc loc) {
   return y;
 }
 
+Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, Loc loc) {
+  if (amp::lowers(x, weight, bias))  // autocast
+    return linear(amp::lower(x), amp::lower(weight), amp::lower(bias), loc);
+  CallScope scope("linear", loc);
+  check_defined(x, "input");
+  check_defined(weight, "weight");
+  check_floating(x);
+  check_same_dtype(x, weight);
+  if (weight.ndim() != 2) fail("weight must be 2-d [out, in], got ", shape_str(weight.shape()));
+  const int64_t out = weight.shape()[0], in = weight.shape()[1];
+  if (x.ndim() < 1 || x.shape().back() != in)
+    fail("input ", shape_str(x.shape()), " does not end in weight's in_features ", in);
+  if (!bias) return matmul(x, transpose(weight));
+  const Tensor& b = *bias;
+  check_defined(b, "bias");
+  check_same_dtype(x, b);
+  if (b.ndim() != 1 || b.shape()[0] != out)
+    fail("bias must have shape [", out, "], got ", shape_str(b.shape()));
+  if (in == 0) return matmul(x, transpose(weight)) + b;  // no rows to fold x into
+  Tensor x2 = reshape(x, {-1, in});
+  Tensor y =
+      dispatch(Op{OpKind::matmul}, {x2, transpose(weight), b}, {x2.shape()[0], out}, x.dtype());
+  y = with_grad(y, {x2, weight, b}, [x2 = x2.detach(), w = weight.detach()](const Tensor& g) {
+    // As matmul's gradient of x @ w^T: w's is the transpose of a contiguous product.
+    return Grads{matmul(g, w), matmul(transpose(g), x2), g.sum(0)};
+  });
+  Shape shape(x.shape().begin(), x.shape().end() - 1);
+  shape.push_back(out);
+  return reshape(y, shape);
+}
+
 Tensor outer(const Tensor& a, const Tensor& b, Loc loc) {
   CallScope scope("outer", loc);
   check_defined(a, "first operand");

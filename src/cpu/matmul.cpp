@@ -144,20 +144,43 @@ void matmul_loops(const Array& a, const Array& b, const Array& out) {
   });
 }
 
+// out [..., N] += bias [N] on every row, in S.
+template <class T, class S>
+void add_row_bias(const Array& out, const Array& bias) {
+  const int64_t n = out.shape.empty() ? 1 : out.shape.back();
+  if (n == 0) return;
+  const int64_t rows = out.numel() / n, bs = bias.strides.empty() ? 1 : bias.strides[0];
+  T* o = out.data<T>();
+  const T* b = bias.data<T>();
+  parallel_for(rows, rows * n, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < n; ++j)
+        o[r * n + j] = T(static_cast<S>(o[r * n + j]) + static_cast<S>(b[j * bs]));
+  });
+}
+
+// The product, then the bias when given.
+template <class T, class S>
+void matmul_float(const Array& a, const Array& b, const Array& o, In in) {
+  matmul_blas<T, S>(a, b, o);
+  if (in.size() > 2) add_row_bias<T, S>(o, in[2]);
+}
+
 }  // namespace
 
 void linalg(const Op& op, In in, Out out) {
   if (op.kind != OpKind::matmul) unsupported(op, in[0].dtype);
   const Array &a = in[0], &b = in[1], &o = out[0];
+  if (in.size() > 2 && !is_floating(a.dtype)) unsupported(op, a.dtype);
   switch (a.dtype) {
     case DType::f32:
-      return matmul_blas<float, float>(a, b, o);
+      return matmul_float<float, float>(a, b, o, in);
     case DType::f64:
-      return matmul_blas<double, double>(a, b, o);
+      return matmul_float<double, double>(a, b, o, in);
     case DType::f16:
-      return matmul_blas<Half, float>(a, b, o);
+      return matmul_float<Half, float>(a, b, o, in);
     case DType::bf16:
-      return matmul_blas<BFloat16, float>(a, b, o);
+      return matmul_float<BFloat16, float>(a, b, o, in);
     case DType::u8:
       return matmul_loops<uint8_t>(a, b, o);
     case DType::i32:

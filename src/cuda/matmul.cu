@@ -179,16 +179,24 @@ __device__ C lanes_sum(C v, int from) {
   return v;
 }
 
+// A bias added to every row of a product: bias[j * stride], or none.
+template <class T>
+struct RowBias {
+  const T* p;
+  int64_t stride;
+};
+
 // The block's last step: out[batch, r, j0 + c] = the sum over q < terms of
-// part[c * cs + r * rs + q * qs], for the rows r < m and the block's `cols` columns.
+// part[c * cs + r * rs + q * qs] (+ the bias at j0 + c), for the rows r < m and the block's
+// `cols` columns.
 template <class T, class C>
 __device__ void store_sums(const C* part, int rows, int cols, int terms, int cs, int rs, int qs,
-                           T* out, int m, int64_t n, int64_t j0) {
+                           T* out, int m, int64_t n, int64_t j0, RowBias<T> bias) {
   const int64_t bi = blockIdx.y;
   for (int t = threadIdx.x; t < rows * cols; t += kBlock) {
     const int r = t / cols, c = t % cols;
     if (r >= m || j0 + c >= n) continue;
-    C s = 0;
+    C s = bias.p ? static_cast<C>(load(bias.p[(j0 + c) * bias.stride])) : C(0);
     for (int q = 0; q < terms; ++q) s += part[c * cs + r * rs + q * qs];
     out[(bi * m + r) * n + j0 + c] = convert<T>(s);
   }
@@ -201,7 +209,8 @@ __device__ void store_sums(const C* part, int rows, int cols, int terms, int cs,
 template <class T, int R, int P>
 __global__ void __launch_bounds__(kBlock)
     gemv_along_k(const T* a, const T* b, T* out, Strided ba, Strided bb, int m, int64_t n,
-                 int64_t k, int64_t ars, int64_t acs, int64_t bns, int64_t bks, int split) {
+                 int64_t k, int64_t ars, int64_t acs, int64_t bns, int64_t bks, int split,
+                 RowBias<T> bias) {
   using C = compute_t<T>;
   constexpr int kInFlight = in_flight_along_k<T, P>();
   __shared__ C part[kWarps * R];
@@ -249,7 +258,7 @@ __global__ void __launch_bounds__(kBlock)
   }
   __syncthreads();
   store_sums(part, R, cols, split, split * R, 1, R, out, m, n,
-             static_cast<int64_t>(blockIdx.x) * cols);
+             static_cast<int64_t>(blockIdx.x) * cols, bias);
 }
 
 // Lanes across a tile of gemv_along_n's columns: 128 bytes of a row of B (a cache line).
@@ -265,7 +274,7 @@ constexpr int tile_lanes() {
 template <class T, int R, int P>
 __global__ void __launch_bounds__(kBlock)
     gemv_along_n(const T* a, const T* b, T* out, Strided ba, Strided bb, int m, int64_t n,
-                 int64_t k, int64_t ars, int64_t acs, int64_t bks) {
+                 int64_t k, int64_t ars, int64_t acs, int64_t bks, RowBias<T> bias) {
   using C = compute_t<T>;
   constexpr int kLanes = tile_lanes<T, P>(), kTile = kLanes * P, kRows = 32 / kLanes;
   __shared__ C part[kWarps * R * kTile];
@@ -312,7 +321,7 @@ __global__ void __launch_bounds__(kBlock)
     }
   }
   __syncthreads();
-  store_sums(part, R, kTile, kWarps, 1, kTile, R * kTile, out, m, n, j0);
+  store_sums(part, R, kTile, kWarps, 1, kTile, R * kTile, out, m, n, j0, bias);
 }
 
 // Whether the `rows` rows (stride rs) of every batch of x start on a multiple of `bytes`.
@@ -356,7 +365,7 @@ int64_t resident_blocks() {
 // C = A B in one launch of gemv_along_k or gemv_along_n when A has at most kFewRows rows, B's
 // layout suits one of them and the grid keeps the GPU busy enough; false leaves it to cuBLAS.
 template <class T>
-bool matmul_few_rows(const Array& a, const Array& b, const Array& out) {
+bool matmul_few_rows(const Array& a, const Array& b, const Array& out, RowBias<T> bias) {
   const size_t nb = a.shape.size() - 2;
   const int64_t m = a.shape[nb], k = a.shape[nb + 1], n = b.shape[nb + 1];
   const int64_t ars = a.strides[nb], acs = a.strides[nb + 1];
@@ -387,7 +396,7 @@ bool matmul_few_rows(const Array& a, const Array& b, const Array& out) {
       if (!worth(tiles * batches)) return false;
       launch<gemv_along_n<T, R, P>>(
           dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(batches)), dim3(kBlock), 0,
-          stream, pa, pb, po, sa, sb, rows, n, k, ars, acs, bks);
+          stream, pa, pb, po, sa, sb, rows, n, k, ars, acs, bks, bias);
       return true;
     });
   } else {
@@ -412,7 +421,7 @@ bool matmul_few_rows(const Array& a, const Array& b, const Array& out) {
       if (!worth(blocks * batches)) return false;
       launch<gemv_along_k<T, R, P>>(
           dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(batches)), dim3(kBlock), 0,
-          stream, pa, pb, po, sa, sb, rows, n, k, ars, acs, bns, bks, split);
+          stream, pa, pb, po, sa, sb, rows, n, k, ars, acs, bns, bks, split, bias);
       return true;
     });
   }
@@ -420,18 +429,36 @@ bool matmul_few_rows(const Array& a, const Array& b, const Array& out) {
   return done;
 }
 
+struct PlusBias {
+  template <class C>
+  __device__ C operator()(C x, C y) const {
+    return x + y;
+  }
+};
+
+// out [..., N] += bias [N] on every row, in place.
 template <class T>
-void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
+void add_row_bias(const Array& out, const Array& bias) {
+  Array rows = bias;
+  rows.shape = out.shape;
+  rows.strides = Shape(out.shape.size(), 0);
+  rows.strides.back() = bias.strides[0];
+  map<T, T, T>(out, PlusBias{}, {&out, &rows});
+}
+
+// C = A B; true when the bias was added as C was written.
+template <class T>
+bool matmul_product(const Array& a_in, const Array& b_in, const Array& out, RowBias<T> bias) {
   const size_t nb = a_in.shape.size() - 2;
   const int64_t m = a_in.shape[nb], k = a_in.shape[nb + 1], n = b_in.shape[nb + 1];
   Context& c = ctx();
-  if (out.numel() == 0) return;
+  if (out.numel() == 0) return true;
   T* o = out.data<T>();
   if (k == 0) {
     CUDA_CHECK(cudaMemsetAsync(o, 0, static_cast<size_t>(out.numel()) * sizeof(T), c.stream));
-    return;
+    return false;
   }
-  if (matmul_few_rows<T>(a_in, b_in, out)) return;
+  if (matmul_few_rows<T>(a_in, b_in, out, bias)) return true;
   // Operands BLAS cannot read in place are made contiguous first.
   Buffer keep_a, keep_b;
   Array a = a_in, b = b_in;
@@ -458,7 +485,7 @@ void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
     const T* pa = static_cast<const T*>(a.storage->data) + a.offset;
     const T* pb = static_cast<const T*>(b.storage->data) + b.offset;
     product_for<T>(sh).run(sh, pa, pb, o);
-    return;
+    return false;
   }
   const BlasTypes t = blas_types<T>();
   const float alpha_f = 1, beta_f = 0;
@@ -484,6 +511,7 @@ void matmul_blas(const Array& a_in, const Array& b_in, const Array& out) {
                                             to_int(la->ld), sa, beta, pc, t.data, to_int(n), m * n,
                                             to_int(inner), t.compute, CUBLAS_GEMM_DEFAULT));
   }
+  return false;
 }
 
 // Integers: one thread per output element, accumulating with wrap-around as on the CPU.
@@ -501,6 +529,13 @@ __global__ void matmul_int(const T* a, const T* b, T* out, Strided ba, Strided b
              static_cast<uint64_t>(static_cast<int64_t>(pb[p * brs]));
     out[e] = static_cast<T>(acc);
   }
+}
+
+// The product, then the bias when given (the matrix-vector kernels add it as they store).
+template <class T>
+void matmul_blas(const Array& a, const Array& b, const Array& out, const Array* bias) {
+  const RowBias<T> rb{bias ? bias->data<T>() : nullptr, bias ? bias->strides[0] : 0};
+  if (!matmul_product<T>(a, b, out, rb) && bias) add_row_bias<T>(out, *bias);
 }
 
 template <class T>
@@ -522,15 +557,17 @@ void matmul_loops(const Array& a, const Array& b, const Array& out) {
 void linalg(const Op& op, In in, Out out) {
   if (op.kind != OpKind::matmul) unsupported(op, in[0].dtype);
   const Array &a = in[0], &b = in[1], &o = out[0];
+  const Array* bias = in.size() > 2 ? &in[2] : nullptr;
+  if (bias && !is_floating(a.dtype)) unsupported(op, a.dtype);
   switch (a.dtype) {
     case DType::f32:
-      return matmul_blas<float>(a, b, o);
+      return matmul_blas<float>(a, b, o, bias);
     case DType::f64:
-      return matmul_blas<double>(a, b, o);
+      return matmul_blas<double>(a, b, o, bias);
     case DType::f16:
-      return matmul_blas<__half>(a, b, o);
+      return matmul_blas<__half>(a, b, o, bias);
     case DType::bf16:
-      return matmul_blas<__nv_bfloat16>(a, b, o);
+      return matmul_blas<__nv_bfloat16>(a, b, o, bias);
     case DType::u8:
       return matmul_loops<uint8_t>(a, b, o);
     case DType::i32:

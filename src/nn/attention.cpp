@@ -14,11 +14,6 @@ Tensor xavier_uniform(Shape shape) {
   return uniform(std::move(shape), -bound, bound);
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b) {
-  Tensor y = matmul(x, w.t());
-  return b ? y + *b : y;
-}
-
 int64_t heads_of(int64_t embed_dim, int64_t num_heads, double dropout, Loc loc) {
   CallScope scope("MultiheadAttention", loc);
   if (embed_dim < 1) fail("embed_dim must be >= 1, got ", embed_dim);

@@ -97,8 +97,7 @@ Tensor Linear::forward(const Tensor& x, Loc loc) {
   if (x.ndim() < 1 || x.shape().back() != in_features)
     fail("expected input whose last dimension is in_features = ", in_features, ", got ",
          shape_str(x.shape()));
-  Tensor y = matmul(x, weight.t());
-  return bias.defined() ? y + bias.cast(y.dtype()) : y;  // in matmul's dtype under autocast
+  return linear(x, weight, opt(bias));
 }
 
 // ---- convolution ----
