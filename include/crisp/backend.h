@@ -52,6 +52,8 @@ struct Array {
 
 Shape contiguous_strides(const Shape& shape);
 int64_t numel_of(const Shape& shape);
+// a with its axes in order: the same memory seen another way.
+Array permuted(const Array& a, std::span<const int64_t> order);
 
 // Every primitive a backend implements (the list and its families: op_kinds.inc).
 enum class OpKind : uint16_t {
@@ -68,6 +70,14 @@ struct Op {
 };
 
 const char* op_name(OpKind k);
+
+// The conv ops' last int: their output is stored channels-last, [N, *spatial, C] (the weight's
+// gradient [O, *k, C / groups]). Inputs come in any layout.
+inline bool conv_channels_last(const Op& op) {
+  if (op.ints.empty()) return false;
+  const size_t at = static_cast<size_t>(2 + 3 * op.ints[0]);
+  return op.ints.size() > at && op.ints[at] != 0;
+}
 
 // One parameter's operands in an optimizer update op (op_kinds.inc).
 struct ParamOperands {

@@ -29,6 +29,15 @@ Shape contiguous_strides(const Shape& shape) {
   return s;
 }
 
+Array permuted(const Array& a, std::span<const int64_t> order) {
+  Array p = a;
+  for (size_t i = 0; i < order.size(); ++i) {
+    p.shape[i] = a.shape[static_cast<size_t>(order[i])];
+    p.strides[i] = a.strides[static_cast<size_t>(order[i])];
+  }
+  return p;
+}
+
 bool Array::is_contiguous() const {
   int64_t acc = 1;
   for (size_t i = shape.size(); i-- > 0;) {

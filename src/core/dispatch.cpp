@@ -130,6 +130,42 @@ Tensor broadcast_view(const Tensor& x, const Shape& shape) {
   return make_view(x, shape, std::move(strides), a.offset);
 }
 
+std::vector<int64_t> channels_last_order(int64_t ndim) {
+  std::vector<int64_t> order{0};
+  for (int64_t i = 2; i < ndim; ++i) order.push_back(i);
+  order.push_back(1);
+  return order;
+}
+
+Tensor permuted(const Tensor& x, const std::vector<int64_t>& order) {
+  const Array& a = x.impl()->array;
+  Shape shape, strides;
+  for (int64_t i : order) {
+    shape.push_back(a.shape[static_cast<size_t>(i)]);
+    strides.push_back(a.strides[static_cast<size_t>(i)]);
+  }
+  return make_view(x, std::move(shape), std::move(strides), a.offset);
+}
+
+Tensor unpermuted(const Tensor& x, const std::vector<int64_t>& order) {
+  std::vector<int64_t> inverse(order.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    inverse[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
+  return permuted(x, inverse);
+}
+
+Tensor dispatch_in_layout(const Op& op, std::initializer_list<Tensor> inputs, DType dtype) {
+  const Shape& shape = inputs.begin()->shape();
+  for (const Tensor& t : inputs) {
+    if (t.shape() != shape || !is_channels_last(t)) continue;
+    const std::vector<int64_t> order = channels_last_order(t.ndim());
+    std::vector<Tensor> in;
+    for (const Tensor& u : inputs) in.push_back(permuted(u, order));
+    return unpermuted(dispatch(op, in, {{in[0].shape(), dtype}})[0], order);
+  }
+  return dispatch(op, inputs, shape, dtype);
+}
+
 Tensor from_host(const void* data, Shape shape, DType dtype) {
   Backend& backend = current_backend();
   auto impl = std::make_shared<TensorImpl>();

@@ -12,7 +12,7 @@ namespace {
 using Grads = std::vector<Tensor>;
 
 Tensor unary(OpKind kind, const Tensor& x, std::vector<double> reals = {}) {
-  return dispatch(Op{kind, {}, std::move(reals)}, {x}, x.shape(), x.dtype());
+  return dispatch_in_layout(Op{kind, {}, std::move(reals)}, {x}, x.dtype());
 }
 
 // A float-only unary op whose gradient is g * dydx(x, y).
@@ -42,7 +42,7 @@ Tensor flat(const char* name, OpKind kind, const Tensor& x, Loc loc, bool float_
 // g where the relu output y is positive, else 0; differentiable in g (for higher derivatives).
 Tensor relu_grad(const Tensor& y, const Tensor& g) {
   if (y.dtype() != g.dtype() || y.shape() != g.shape()) return where(y > 0, g, 0);
-  Tensor dx = dispatch(Op{OpKind::relu_backward}, {y, g}, g.shape(), g.dtype());
+  Tensor dx = dispatch_in_layout(Op{OpKind::relu_backward}, {y, g}, g.dtype());
   return with_grad(dx, {g}, [y](const Tensor& gg) { return Grads{relu_grad(y, gg)}; });
 }
 
@@ -64,8 +64,8 @@ Tensor binary(const char* name, OpKind kind, const Operand& a, const Operand& b)
   const bool predicate = is_comparison(kind) || is_logical(kind);
   if (!predicate && dt == bool_) fail("arithmetic is not defined for bool tensors");
   Shape shape = broadcast_shape(x.shape(), y.shape());
-  Tensor out = dispatch(Op{kind}, {broadcast_view(x, shape), broadcast_view(y, shape)}, shape,
-                        predicate ? bool_ : dt);
+  Tensor out = dispatch_in_layout(Op{kind}, {broadcast_view(x, shape), broadcast_view(y, shape)},
+                                  predicate ? bool_ : dt);
   if (predicate || !any_requires_grad({x, y})) return out;
   Shape xs = x.shape(), ys = y.shape();
   auto fit = [xs, ys](Tensor gx, Tensor gy) {
@@ -320,9 +320,9 @@ Tensor where(const Tensor& cond, const Operand& a, const Operand& b, Loc loc) {
   amp::promote(x, y);
   check_same_dtype(x, y);
   Shape shape = broadcast_shape(broadcast_shape(cond.shape(), x.shape()), y.shape());
-  Tensor out = dispatch(
+  Tensor out = dispatch_in_layout(
       Op{OpKind::where},
-      {broadcast_view(cond, shape), broadcast_view(x, shape), broadcast_view(y, shape)}, shape, dt);
+      {broadcast_view(cond, shape), broadcast_view(x, shape), broadcast_view(y, shape)}, dt);
   if (!any_requires_grad({x, y})) return out;
   Shape xs = x.shape(), ys = y.shape();
   return with_grad(out, {cond, x, y}, [c = cond.detach(), xs, ys](const Tensor& g) {

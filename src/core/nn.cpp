@@ -29,11 +29,20 @@ std::vector<int64_t> per_dim(const char* what, const std::vector<int64_t>& v, in
   return out;
 }
 
-// The attributes every conv kernel shares: nd, stride..., padding..., dilation..., groups.
+// The attributes every conv kernel shares: nd, stride..., padding..., dilation..., groups,
+// channels_last.
 struct ConvAttrs {
   std::vector<int64_t> ints;
-  Shape x_shape, w_shape;  // of the forward convolution
-  Op op(OpKind k) const { return Op{k, ints}; }
+  Shape x_shape, w_shape;      // of the forward convolution
+  bool channels_last = false;  // outputs are stored channels-last
+  // The output of kind, of the given shape, computed from in.
+  Tensor run(OpKind kind, const std::vector<Tensor>& in, const Shape& shape, DType dtype) const {
+    if (!channels_last) return dispatch(Op{kind, ints}, in, {OutSpec{shape, dtype}})[0];
+    const std::vector<int64_t> order = channels_last_order(static_cast<int64_t>(shape.size()));
+    Shape stored;
+    for (int64_t i : order) stored.push_back(shape[static_cast<size_t>(i)]);
+    return unpermuted(dispatch(Op{kind, ints}, in, {OutSpec{stored, dtype}})[0], order);
+  }
 };
 
 Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvAttrs& a,
@@ -56,7 +65,7 @@ Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvAtt
                 const Shape& y_shape) {
   std::vector<Tensor> in{x, w};
   if (b.defined()) in.push_back(b);
-  Tensor y = dispatch(a.op(OpKind::conv), in, {OutSpec{y_shape, x.dtype()}})[0];
+  Tensor y = a.run(OpKind::conv, in, y_shape, x.dtype());
   const bool nx = x.requires_grad(), nw = w.requires_grad();
   return with_grad(
       y, in, [x = x.detach(), w = w.detach(), has_b = b.defined(), a, nx, nw](const Tensor& g) {
@@ -70,7 +79,7 @@ Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvAtt
 Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const ConvAttrs& a) {
   std::vector<Tensor> in{dy, w};
   if (b.defined()) in.push_back(b);
-  Tensor dx = dispatch(a.op(OpKind::conv_backward_input), in, {OutSpec{a.x_shape, dy.dtype()}})[0];
+  Tensor dx = a.run(OpKind::conv_backward_input, in, a.x_shape, dy.dtype());
   const bool ndy = dy.requires_grad(), nw = w.requires_grad();
   return with_grad(
       dx, in, [dy = dy.detach(), w = w.detach(), has_b = b.defined(), a, ndy, nw](const Tensor& g) {
@@ -82,7 +91,7 @@ Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const 
 }
 
 Tensor conv_weight_raw(const Tensor& x, const Tensor& dy, const ConvAttrs& a) {
-  Tensor dw = dispatch(a.op(OpKind::conv_backward_weight), {x, dy}, a.w_shape, x.dtype());
+  Tensor dw = a.run(OpKind::conv_backward_weight, {x, dy}, a.w_shape, x.dtype());
   const bool nx = x.requires_grad(), ndy = dy.requires_grad();
   return with_grad(dw, {x, dy}, [x = x.detach(), dy = dy.detach(), a, nx, ndy](const Tensor& g) {
     return Grads{nx ? conv_input_raw(dy, g, Tensor(), a) : Tensor(),
@@ -162,15 +171,20 @@ Tensor conv_nd(int64_t nd, bool transposed, const Tensor& x_in, const Tensor& w,
   for (const auto* v : {&stride, &padding, &dilation})
     a.ints.insert(a.ints.end(), v->begin(), v->end());
   a.ints.push_back(groups);
+  // A channels-last input gives a channels-last output, with the weight stored so too: cuDNN's
+  // fastest kernels want all three in that layout.
+  a.channels_last = nd == 2 && is_channels_last(x);
+  a.ints.push_back(a.channels_last ? 1 : 0);
+  const Tensor wk = a.channels_last ? to_channels_last(w) : w;
   Tensor y;
   if (transposed) {
     a.x_shape = out_shape;
     a.w_shape = ws;
-    y = conv_input_raw(x, w, b, a);
+    y = conv_input_raw(x, wk, b, a);
   } else {
     a.x_shape = xs;
     a.w_shape = ws;
-    y = conv_raw(x, w, b, a, out_shape);
+    y = conv_raw(x, wk, b, a, out_shape);
   }
   return unbatched ? squeeze(y, 0) : y;
 }
@@ -226,6 +240,9 @@ Tensor pool_nd(int64_t nd, bool is_max, const Tensor& x_in, const PoolOptions& o
   if (!is_max)
     for (int64_t d : dilation)
       if (d != 1) fail("dilation is not supported by average pooling");
+  // Channels-last input: pooled in the usual layout, the output given back in the input's.
+  if (is_channels_last(x_in) && x_in.ndim() == nd + 2)
+    return to_channels_last(pool_nd(nd, is_max, x_in.contiguous(), opt));
   const bool unbatched = x_in.ndim() == nd + 1;
   Tensor x = unbatched ? unsqueeze(x_in, 0) : x_in;
   Shape out_shape{x.shape()[0], x.shape()[1]};
@@ -480,7 +497,19 @@ Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
   const bool batch_stats = training || !tracked;
   if (batch_stats && N * S <= 1)
     fail("expected more than 1 value per channel when training, got input ", shape_str(x.shape()));
-  Tensor x3 = reshape(x, {N, C, S});
+  // Channels-last, x is [N * S, C] rows in memory; the kernels see it as [N * S, C, 1].
+  const bool rows = is_channels_last(x);
+  const std::vector<int64_t> order = channels_last_order(x.ndim());
+  Shape stored_shape = permuted(x, order).shape();
+  const Shape s3 = rows ? Shape{N * S, C, 1} : Shape{N, C, S};
+  auto as3 = [=](const Tensor& t) {
+    if (!rows) return reshape(t, s3);
+    return reshape(permuted(is_channels_last(t) ? t : to_channels_last(t), order), s3);
+  };
+  auto from3 = [=, xs = x.shape()](const Tensor& t) {
+    return rows ? unpermuted(reshape(t, stored_shape), order) : reshape(t, xs);
+  };
+  Tensor x3 = as3(x);
   Tensor mean, var;
   if (batch_stats) {
     // The running statistics' update rides along: four small ops each would cost more than
@@ -507,21 +536,20 @@ Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
   std::vector<Tensor> in{x3, mean, var};
   if (w) in.push_back(*w);
   if (b) in.push_back(*b);
-  Tensor y = dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0}, {eps}}, in,
-                      {{{N, C, S}, x.dtype()}})[0];
-  y = reshape(y, x.shape());
+  Tensor y = from3(
+      dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0}, {eps}}, in, {{s3, x.dtype()}})[0]);
   std::vector<Tensor> grad_in{x};
   if (w) grad_in.push_back(*w);
   if (b) grad_in.push_back(*b);
   std::vector<Tensor> saved{x3.detach(), mean, var};
   if (w) saved.push_back(w->detach());
   const bool has_w = w.has_value(), has_b = b.has_value();
-  return with_grad(y, grad_in, [=, xs = x.shape()](const Tensor& g) {
-    std::vector<Tensor> bin{reshape(g, {N, C, S})};
+  return with_grad(y, grad_in, [=](const Tensor& g) {
+    std::vector<Tensor> bin{as3(g)};
     bin.insert(bin.end(), saved.begin(), saved.end());
     auto d = dispatch(Op{OpKind::batch_norm_backward, {batch_stats ? 1 : 0, has_w ? 1 : 0}, {eps}},
-                      bin, {{{N, C, S}, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
-    Grads out{reshape(d[0], xs)};
+                      bin, {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
+    Grads out{from3(d[0])};
     if (has_w) out.push_back(d[1]);
     if (has_b) out.push_back(d[2]);
     return out;

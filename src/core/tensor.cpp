@@ -167,7 +167,7 @@ Tensor Tensor::cast(DType to, Loc loc) const {
   CallScope scope("cast", loc);
   check_defined(*this);
   if (to == dtype()) return *this;
-  Tensor y = dispatch(Op{OpKind::copy}, {*this}, shape(), to);
+  Tensor y = dispatch_in_layout(Op{OpKind::copy}, {*this}, to);
   if (!is_floating(to) || !is_floating(dtype())) return y;
   const DType from = dtype();
   return with_grad(y, {*this}, [from](const Tensor& g) { return std::vector{g.cast(from)}; });
@@ -272,6 +272,22 @@ Tensor permute(const Tensor& x, std::vector<int64_t> axes, Loc loc) {
     inverse[static_cast<size_t>(axes[i])] = static_cast<int64_t>(i);
   return view_with_grad(x, shape, strides, a.offset,
                         [inverse](const Tensor& g) { return std::vector{permute(g, inverse)}; });
+}
+
+Tensor to_channels_last(const Tensor& x, Loc loc) {
+  CallScope scope("to_channels_last", loc);
+  check_defined(x);
+  if (x.ndim() < 3) fail("expected [N, C, *spatial], got ", shape_str(x.shape()));
+  if (is_channels_last(x)) return x;
+  // permute's inverse: axis 1 comes back from the end.
+  std::vector<int64_t> back{0, x.ndim() - 1};
+  for (int64_t i = 1; i < x.ndim() - 1; ++i) back.push_back(i);
+  return permute(permute(x, channels_last_order(x.ndim())).contiguous(), back);
+}
+
+bool is_channels_last(const Tensor& x) {
+  if (!x.defined() || x.ndim() < 3 || x.is_contiguous()) return false;
+  return permuted(x, channels_last_order(x.ndim())).is_contiguous();
 }
 
 Tensor transpose(const Tensor& x, int64_t a, int64_t b, Loc loc) {

@@ -65,6 +65,16 @@ Tensor broadcast_view(const Tensor& x, const Shape& shape);
 // A tensor of host values, on the current backend.
 Tensor from_host(const void* data, Shape shape, DType dtype);
 
+// ---- layouts ----
+// The axis order that stores [N, C, *spatial] channels-last: {0, 2, ..., ndim - 1, 1}.
+std::vector<int64_t> channels_last_order(int64_t ndim);
+// A view of x with its axes in order, and its inverse (no copy, no autograd record).
+Tensor permuted(const Tensor& x, const std::vector<int64_t>& order);
+Tensor unpermuted(const Tensor& x, const std::vector<int64_t>& order);
+// Runs an op whose one output has the shape of its inputs; when an input of that shape is
+// stored channels-last, the output is too (the backend sees permuted, contiguous views).
+Tensor dispatch_in_layout(const Op& op, std::initializer_list<Tensor> inputs, DType dtype);
+
 // ---- autograd ----
 // Attaches backward to out when grad mode is on and some input needs a gradient; the closure
 // must capture only detached tensors (detach()), never out or inputs with their records.

@@ -68,6 +68,7 @@ struct Problem {
   std::vector<int> x, w, y, stride, pad, dil;
   int groups = 1;
   DType dtype = DType::f32;
+  bool nhwc = false;  // x, w and y stored channels-last (2-d only)
   double flops = 0;
 };
 
@@ -75,6 +76,7 @@ Problem problem(const Op& op, const Shape& xs, const Shape& ws, const Shape& ys,
   const int64_t nd = op.ints[0];
   Problem p;
   p.dtype = dtype;
+  p.nhwc = conv_channels_last(op);
   p.nd = static_cast<int>(nd < 2 ? 2 : nd);
   p.groups = as_int(op.ints[1 + 3 * nd], "groups");
   for (int i = 0; i < 2; ++i) {
@@ -106,13 +108,17 @@ Problem problem(const Op& op, const Shape& xs, const Shape& ws, const Shape& ys,
   return p;
 }
 
-void set_tensor(const TensorDesc& t, const std::vector<int>& dims, DType dtype) {
+// dims [N, C, *spatial], stored in that order or (nhwc) as [N, *spatial, C].
+void set_tensor(const TensorDesc& t, const std::vector<int>& dims, DType dtype, bool nhwc) {
   std::vector<int> strides(dims.size());
   int64_t s = 1;
-  for (size_t i = dims.size(); i-- > 0;) {
+  auto next = [&](size_t i) {
     strides[i] = as_int(s, "tensor size");
     s *= dims[i] > 0 ? dims[i] : 1;
-  }
+  };
+  if (nhwc) next(1);
+  for (size_t i = dims.size(); i-- > 0;)
+    if (!nhwc || i != 1) next(i);
   CUDNN_CHECK(cudnnSetTensorNdDescriptor(t.d, cudnn_type(dtype), static_cast<int>(dims.size()),
                                          dims.data(), strides.data()));
 }
@@ -142,9 +148,10 @@ struct Descs {
   FilterDesc w;
   ConvDesc conv;
   explicit Descs(const Problem& p) {
-    set_tensor(x, p.x, p.dtype);
-    set_tensor(y, p.y, p.dtype);
-    CUDNN_CHECK(cudnnSetFilterNdDescriptor(w.d, cudnn_type(p.dtype), CUDNN_TENSOR_NCHW,
+    set_tensor(x, p.x, p.dtype, p.nhwc);
+    set_tensor(y, p.y, p.dtype, p.nhwc);
+    CUDNN_CHECK(cudnnSetFilterNdDescriptor(w.d, cudnn_type(p.dtype),
+                                           p.nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
                                            static_cast<int>(p.w.size()), p.w.data()));
     CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(
         conv.d, p.nd, p.pad.data(), p.stride.data(), p.dil.data(), CUDNN_CROSS_CORRELATION,
@@ -854,8 +861,13 @@ std::mutex plans_mutex;
 std::map<std::vector<int64_t>, Plan> plans;  // never erased: references stay valid
 
 std::vector<int64_t> plan_key(Pass pass, const Problem& p) {
-  std::vector<int64_t> k{static_cast<int64_t>(pass), ctx().device, static_cast<int64_t>(p.dtype),
-                         tf32_enabled() ? 1 : 0,     p.nd,         p.groups};
+  std::vector<int64_t> k{static_cast<int64_t>(pass),
+                         ctx().device,
+                         static_cast<int64_t>(p.dtype),
+                         tf32_enabled() ? 1 : 0,
+                         p.nd,
+                         p.groups,
+                         p.nhwc ? 1 : 0};
   for (const auto* v : {&p.x, &p.w, &p.y, &p.stride, &p.pad, &p.dil})
     k.insert(k.end(), v->begin(), v->end());
   return k;
@@ -873,9 +885,10 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
     if (it != plans.end()) return it->second;
   }
   Plan plan;
-  const std::optional<Geom> g = gemm_geometry(p);
+  // The GEMM and direct paths read the usual layout.
+  const std::optional<Geom> g = p.nhwc ? std::nullopt : gemm_geometry(p);
   float gemm_ms = -1, cudnn_ms = -1;
-  if (pass == Pass::forward) plan.direct = direct_launch(p);
+  if (pass == Pass::forward && !p.nhwc) plan.direct = direct_launch(p);
   if (plan.direct) {
     // One kernel: nothing to build or time.
   } else if (g && p.flops < kMeasureFlops) {
@@ -912,10 +925,11 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
   if (std::getenv("CRISP_PROFILE")) {
     static const char* names[] = {"forward", "data", "filter"};
     std::fprintf(stderr,
-                 "crisp conv plan: %s x[%d,%d,%d,%d] w[%d,%d,%d,%d] %s -> %s (gemm %.1f us in %d "
-                 "parts, cudnn %.1f us)\n",
+                 "crisp conv plan: %s x[%d,%d,%d,%d] w[%d,%d,%d,%d] %s%s -> %s (gemm %.1f us in "
+                 "%d parts, cudnn %.1f us)\n",
                  names[static_cast<int>(pass)], p.x[0], p.x[1], p.x[2], p.x[3], p.w[0], p.w[1],
                  p.w[2], p.w[3], std::string(dtype_name(p.dtype)).c_str(),
+                 p.nhwc ? " channels-last" : "",
                  plan.direct ? "direct"
                  : plan.gemm ? "gemm"
                              : "cudnn",
@@ -934,12 +948,14 @@ __global__ void add_bias_kernel(int64_t n, T* y, const T* bias, int64_t ch, int6
   }
 }
 
-void add_bias(const Array& y, const Array& bias) {
+// y is [N, Ch, *], or stored channels-last [N, *, Ch].
+void add_bias(const Array& y, const Array& bias, bool channels_last) {
   const int64_t n = y.numel();
   if (n == 0) return;
   Buffer keep;
   const Array b = contiguous(bias, keep);
-  const int64_t ch = y.shape[1], plane = n / (y.shape[0] * ch);
+  const int64_t ch = channels_last ? y.shape.back() : y.shape[1];
+  const int64_t plane = channels_last ? 1 : n / (y.shape[0] * ch);
   visit_float(y.dtype, "conv", [&](auto tag) {
     using T = decltype(tag);
     add_bias_kernel<T>
@@ -950,6 +966,22 @@ void add_bias(const Array& y, const Array& bias) {
 
 void check_dtype(const Op& op, DType d) {
   if (!is_floating(d)) unsupported(op, d);
+}
+
+std::vector<int64_t> channels_last_order(size_t ndim, bool to_stored) {
+  std::vector<int64_t> order{0};
+  if (!to_stored) order.push_back(static_cast<int64_t>(ndim) - 1);
+  for (int64_t i = 1; i + 1 < static_cast<int64_t>(ndim); ++i)
+    order.push_back(to_stored ? i + 1 : i);
+  if (to_stored) order.push_back(1);
+  return order;
+}
+
+// a [N, C, *] as a channels-last array: a itself when stored so, else a copy in keep.
+Array channels_last(const Array& a, Buffer& keep) {
+  const Array stored = permuted(a, channels_last_order(a.shape.size(), true));
+  if (stored.is_contiguous()) return a;
+  return permuted(contiguous(stored, keep), channels_last_order(a.shape.size(), false));
 }
 
 }  // namespace
@@ -964,11 +996,28 @@ void conv_family(const Op& op, In in, Out out) {
   if (in[0].numel() == 0 || in[1].numel() == 0) {
     CUDA_CHECK(cudaMemsetAsync(o.raw(), 0, static_cast<size_t>(o.numel()) * itemsize(o.dtype),
                                ctx().stream));
-    if (has_bias) add_bias(o, in[2]);
+    if (has_bias) add_bias(o, in[2], conv_channels_last(op));
     return;
   }
   Buffer keep0, keep1, keep2;
-  const Array a = contiguous(in[0], keep0), b = contiguous(in[1], keep1);
+  const bool cl = conv_channels_last(op);
+  if (cl && o.shape.size() != 4) fail("channels-last convolutions are 2-d");
+  if (cl && o.dtype == DType::f64) {
+    // cuDNN has no float64 kernels for this layout: computed as usual, then permuted into place.
+    Op plain = op;
+    plain.ints.back() = 0;
+    const Buffer tmp(static_cast<size_t>(o.numel()) * itemsize(o.dtype));
+    const Shape shape = permuted(o, channels_last_order(4, false)).shape;
+    Array logical{std::make_shared<Storage>(tmp.get(), 0, nullptr), shape,
+                  contiguous_strides(shape), 0, o.dtype};
+    conv_family(plain, in, std::span<Array>(&logical, 1));
+    copy_to_contiguous(permuted(logical, channels_last_order(4, true)), o);
+    return;
+  }
+  const Array a = cl ? channels_last(in[0], keep0) : contiguous(in[0], keep0);
+  const Array b = cl ? channels_last(in[1], keep1) : contiguous(in[1], keep1);
+  // The output's dims in [N, C, *] order, wherever it is stored.
+  const Shape os = cl ? permuted(o, channels_last_order(4, false)).shape : o.shape;
   const DType dt = o.dtype;
   // Shapes by pass: forward a = x, b = w, o = y; data a = dy, b = w, o = dx; filter a = x,
   // b = dy, o = dw.
@@ -976,15 +1025,15 @@ void conv_family(const Op& op, In in, Out out) {
   Problem p;
   switch (op.kind) {
     case OpKind::conv:
-      p = problem(op, a.shape, b.shape, o.shape, dt);
+      p = problem(op, a.shape, b.shape, os, dt);
       break;
     case OpKind::conv_backward_input:
       pass = Pass::data;
-      p = problem(op, o.shape, b.shape, a.shape, dt);
+      p = problem(op, os, b.shape, a.shape, dt);
       break;
     case OpKind::conv_backward_weight:
       pass = Pass::filter;
-      p = problem(op, a.shape, o.shape, b.shape, dt);
+      p = problem(op, a.shape, os, b.shape, dt);
       break;
     default:
       unsupported(op, dt);
@@ -1000,11 +1049,11 @@ void conv_family(const Op& op, In in, Out out) {
     const bool fused = has_bias && pass == Pass::forward;
     run_gemm(pass, *plan.gemm, plan.split, *plan.lt, dt, a.raw(), b.raw(), o.raw(),
              fused ? contiguous(in[2], keep2).raw() : nullptr);
-    if (has_bias && !fused) add_bias(o, in[2]);
+    if (has_bias && !fused) add_bias(o, in[2], false);
     return;
   }
   run_cudnn(pass, *plan.descs, plan.cudnn, dt, a.raw(), b.raw(), o.raw());
-  if (has_bias) add_bias(o, in[2]);
+  if (has_bias) add_bias(o, in[2], cl);
 }
 
 }  // namespace crisp::cuda
