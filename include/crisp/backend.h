@@ -71,11 +71,13 @@ struct Op {
 
 const char* op_name(OpKind k);
 
-// The conv ops' last int: their output is stored channels-last, [N, *spatial, C] (the weight's
-// gradient [O, *k, C / groups]). Inputs come in any layout.
-inline bool conv_channels_last(const Op& op) {
+// The conv and max_pool ops' last int: their outputs are stored channels-last, [N, *spatial, C]
+// (the weight's gradient [O, *k, C / groups]). Inputs come in any layout.
+inline bool stores_channels_last(const Op& op) {
   if (op.ints.empty()) return false;
-  const size_t at = static_cast<size_t>(2 + 3 * op.ints[0]);
+  const int64_t nd = op.ints[0];
+  const bool pool = op.kind == OpKind::max_pool || op.kind == OpKind::max_pool_backward;
+  const size_t at = static_cast<size_t>(pool ? 1 + 4 * nd : 2 + 3 * nd);
   return op.ints.size() > at && op.ints[at] != 0;
 }
 

@@ -166,6 +166,19 @@ Tensor dispatch_in_layout(const Op& op, std::initializer_list<Tensor> inputs, DT
   return dispatch(op, inputs, shape, dtype);
 }
 
+std::vector<Tensor> dispatch_channels_last(const Op& op, const std::vector<Tensor>& inputs,
+                                           const std::vector<OutSpec>& outputs) {
+  std::vector<OutSpec> stored;
+  for (const OutSpec& o : outputs) {
+    stored.push_back({{}, o.dtype});
+    for (int64_t i : channels_last_order(static_cast<int64_t>(o.shape.size())))
+      stored.back().shape.push_back(o.shape[static_cast<size_t>(i)]);
+  }
+  std::vector<Tensor> out = dispatch(op, inputs, stored);
+  for (Tensor& t : out) t = unpermuted(t, channels_last_order(t.ndim()));
+  return out;
+}
+
 Tensor from_host(const void* data, Shape shape, DType dtype) {
   Backend& backend = current_backend();
   auto impl = std::make_shared<TensorImpl>();

@@ -37,11 +37,8 @@ struct ConvAttrs {
   bool channels_last = false;  // outputs are stored channels-last
   // The output of kind, of the given shape, computed from in.
   Tensor run(OpKind kind, const std::vector<Tensor>& in, const Shape& shape, DType dtype) const {
-    if (!channels_last) return dispatch(Op{kind, ints}, in, {OutSpec{shape, dtype}})[0];
-    const std::vector<int64_t> order = channels_last_order(static_cast<int64_t>(shape.size()));
-    Shape stored;
-    for (int64_t i : order) stored.push_back(shape[static_cast<size_t>(i)]);
-    return unpermuted(dispatch(Op{kind, ints}, in, {OutSpec{stored, dtype}})[0], order);
+    if (channels_last) return dispatch_channels_last(Op{kind, ints}, in, {{shape, dtype}})[0];
+    return dispatch(Op{kind, ints}, in, {OutSpec{shape, dtype}})[0];
   }
 };
 
@@ -240,8 +237,10 @@ Tensor pool_nd(int64_t nd, bool is_max, const Tensor& x_in, const PoolOptions& o
   if (!is_max)
     for (int64_t d : dilation)
       if (d != 1) fail("dilation is not supported by average pooling");
-  // Channels-last input: pooled in the usual layout, the output given back in the input's.
-  if (is_channels_last(x_in) && x_in.ndim() == nd + 2)
+  // Channels-last input: 2-d max pooling runs in that layout; the others in the usual one, the
+  // output given back in the input's.
+  const bool channels_last = is_channels_last(x_in) && x_in.ndim() == nd + 2;
+  if (channels_last && !(is_max && nd == 2))
     return to_channels_last(pool_nd(nd, is_max, x_in.contiguous(), opt));
   const bool unbatched = x_in.ndim() == nd + 1;
   Tensor x = unbatched ? unsqueeze(x_in, 0) : x_in;
@@ -261,10 +260,14 @@ Tensor pool_nd(int64_t nd, bool is_max, const Tensor& x_in, const PoolOptions& o
   Tensor y;
   if (is_max) {
     ints.insert(ints.end(), dilation.begin(), dilation.end());
-    auto outs = dispatch(Op{OpKind::max_pool, ints}, {x},
-                         {OutSpec{out_shape, x.dtype()}, OutSpec{out_shape, i64}});
-    y = with_grad(outs[0], {x}, [ints, idx = outs[1], xs = x.shape()](const Tensor& g) {
-      return Grads{dispatch(Op{OpKind::max_pool_backward, ints}, {g, idx}, xs, g.dtype())};
+    ints.push_back(channels_last ? 1 : 0);
+    auto run = [channels_last](const Op& op, const std::vector<Tensor>& in,
+                               const std::vector<OutSpec>& outs) {
+      return channels_last ? dispatch_channels_last(op, in, outs) : dispatch(op, in, outs);
+    };
+    auto outs = run(Op{OpKind::max_pool, ints}, {x}, {{out_shape, x.dtype()}, {out_shape, i64}});
+    y = with_grad(outs[0], {x}, [=, idx = outs[1], xs = x.shape()](const Tensor& g) {
+      return Grads{run(Op{OpKind::max_pool_backward, ints}, {g, idx}, {{xs, g.dtype()}})[0]};
     });
   } else {
     ints.push_back(opt.count_include_pad ? 1 : 0);

@@ -74,6 +74,10 @@ Tensor unpermuted(const Tensor& x, const std::vector<int64_t>& order);
 // Runs an op whose one output has the shape of its inputs; when an input of that shape is
 // stored channels-last, the output is too (the backend sees permuted, contiguous views).
 Tensor dispatch_in_layout(const Op& op, std::initializer_list<Tensor> inputs, DType dtype);
+// Runs an op that stores its outputs channels-last (one of its ints says so): outputs gives
+// their [N, C, *spatial] shapes, and the results are views in those shapes.
+std::vector<Tensor> dispatch_channels_last(const Op& op, const std::vector<Tensor>& inputs,
+                                           const std::vector<OutSpec>& outputs);
 
 // ---- autograd ----
 // Attaches backward to out when grad mode is on and some input needs a gradient; the closure

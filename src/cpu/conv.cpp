@@ -248,24 +248,6 @@ void channel_sum(const Array& x, Array& out) {
   r.finish();
 }
 
-// An output stored channels-last: computed in the usual layout, then permuted into place.
-void store_channels_last(const Op& op, In in, Array& out) {
-  Op plain = op;
-  plain.ints.back() = 0;
-  const int64_t nd = out.ndim() - 2;
-  std::vector<int64_t> to_stored{0}, to_logical{0, nd + 1};
-  for (int64_t i = 1; i <= nd; ++i) {
-    to_stored.push_back(i + 1);
-    to_logical.push_back(i);
-  }
-  to_stored.push_back(1);
-  std::vector<std::byte> buf(static_cast<size_t>(out.numel()) * itemsize(out.dtype));
-  Array logical = borrowed(buf.data(), permuted(out, to_logical).shape, out.dtype);
-  conv_family(plain, in, std::span<Array>(&logical, 1));
-  const Array src = permuted(logical, to_stored);
-  elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(&out, 1));
-}
-
 }  // namespace
 
 #ifdef CRISP_HAVE_DNNL
@@ -273,8 +255,7 @@ bool conv_dnnl(const Op& op, In in, Out out);  // conv_dnnl.cpp: false when it d
 #endif
 
 void conv_family(const Op& op, In in, Out out) {
-  if (op.kind != OpKind::channel_sum && conv_channels_last(op))
-    return store_channels_last(op, in, out[0]);
+  if (stores_channels_last(op)) return in_usual_layout(op, in, out, conv_family);
 #ifdef CRISP_HAVE_DNNL
   if (conv_dnnl(op, in, out)) return;
 #endif

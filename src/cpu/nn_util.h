@@ -2,6 +2,7 @@
 // output buffers, and the per-file entry points the nn router calls.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -28,6 +29,34 @@ inline Array borrowed(void* data, const Shape& shape, DType dtype) {
   a.strides = contiguous_strides(shape);
   a.dtype = dtype;
   return a;
+}
+
+// An op whose outputs are stored channels-last (stores_channels_last), run by family in the
+// usual layout with that int (the op's last) cleared, the outputs then permuted into place.
+template <class F>
+void in_usual_layout(const Op& op, In in, Out out, F&& family) {
+  Op plain = op;
+  plain.ints.back() = 0;
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<Array> logical;
+  std::vector<std::vector<int64_t>> to_stored;
+  for (const Array& o : out) {
+    const int64_t nd = o.ndim() - 2;
+    std::vector<int64_t> to_logical{0, nd + 1};
+    to_stored.push_back({0});
+    for (int64_t i = 1; i <= nd; ++i) {
+      to_stored.back().push_back(i + 1);
+      to_logical.push_back(i);
+    }
+    to_stored.back().push_back(1);
+    bufs.emplace_back(static_cast<size_t>(o.numel()) * itemsize(o.dtype));
+    logical.push_back(borrowed(bufs.back().data(), permuted(o, to_logical).shape, o.dtype));
+  }
+  family(plain, in, std::span<Array>(logical));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const Array src = permuted(logical[i], to_stored[i]);
+    elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(&out[i], 1));
+  }
 }
 
 template <class C>

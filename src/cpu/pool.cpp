@@ -253,6 +253,7 @@ void avg_pool_backward(const PoolGeom& g, const Array& ga, Array& dxa) {
 }  // namespace
 
 void pool_family(const Op& op, In in, Out out) {
+  if (stores_channels_last(op)) return in_usual_layout(op, in, out, pool_family);
   with_compute_type(op, in[0].dtype, [&]<class C>() {
     switch (op.kind) {
       case OpKind::max_pool:

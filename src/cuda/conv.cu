@@ -76,7 +76,7 @@ Problem problem(const Op& op, const Shape& xs, const Shape& ws, const Shape& ys,
   const int64_t nd = op.ints[0];
   Problem p;
   p.dtype = dtype;
-  p.nhwc = conv_channels_last(op);
+  p.nhwc = stores_channels_last(op);
   p.nd = static_cast<int>(nd < 2 ? 2 : nd);
   p.groups = as_int(op.ints[1 + 3 * nd], "groups");
   for (int i = 0; i < 2; ++i) {
@@ -996,11 +996,11 @@ void conv_family(const Op& op, In in, Out out) {
   if (in[0].numel() == 0 || in[1].numel() == 0) {
     CUDA_CHECK(cudaMemsetAsync(o.raw(), 0, static_cast<size_t>(o.numel()) * itemsize(o.dtype),
                                ctx().stream));
-    if (has_bias) add_bias(o, in[2], conv_channels_last(op));
+    if (has_bias) add_bias(o, in[2], stores_channels_last(op));
     return;
   }
   Buffer keep0, keep1, keep2;
-  const bool cl = conv_channels_last(op);
+  const bool cl = stores_channels_last(op);
   if (cl && o.shape.size() != 4) fail("channels-last convolutions are 2-d");
   if (cl && o.dtype == DType::f64) {
     // cuDNN has no float64 kernels for this layout: computed as usual, then permuted into place.

@@ -188,34 +188,75 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// Blocks of 32 channels x 8 lanes of positions, for small S, where adjacent channels are the
-// nearest in memory.
-template <class F, class Fin>
+// A thread's share of W adjacent channels' sums over rows first, first + step, ... below hi
+// (S = 1: channels-last data), W = 4 read as one access (the functor's across4).
+template <int W, class F>
+__device__ inline void walk_rows(const F& f, int64_t c, int64_t first, int64_t step, int64_t hi,
+                                 Sum2 (&t)[W]) {
+  static_assert(W == 4);
+  int64_t n = first;
+  for (; n + (kSumUnroll - 1) * step < hi; n += kSumUnroll * step) {
+    Sum2 v[kSumUnroll][W];
+#pragma unroll
+    for (int u = 0; u < kSumUnroll; ++u) f.across4(c, n + u * step, v[u]);
+#pragma unroll
+    for (int u = 0; u < kSumUnroll; ++u)
+#pragma unroll
+      for (int w = 0; w < W; ++w) {
+        t[w].a += v[u][w].a;
+        t[w].b += v[u][w].b;
+      }
+  }
+  for (; n < hi; n += step) {
+    Sum2 v[W];
+    f.across4(c, n, v);
+#pragma unroll
+    for (int w = 0; w < W; ++w) {
+      t[w].a += v[w].a;
+      t[w].b += v[w].b;
+    }
+  }
+}
+
+// Blocks of 32 x W channels x 8 lanes of positions, for small S, where adjacent channels are
+// the nearest in memory; W = 4: S = 1, each thread reading four adjacent channels at once.
+template <int W, class F, class Fin>
 __global__ void sums_by_column(F f, Fin fin, int64_t C, int64_t S, int64_t total, int64_t chunk,
                                Sum2* partial, unsigned* arrived) {
-  __shared__ Sum2 tile[8][33];
+  __shared__ Sum2 tile[8][32 * W + 1];
   __shared__ bool last;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x, split = blockIdx.y;
+  const int64_t c0 = (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * W;
+  const int64_t split = blockIdx.y;
   const int64_t lo = split * chunk, hi = lo + chunk < total ? lo + chunk : total;
   // The lanes' sums of each channel, added in lane order by lane 0.
-  auto lanes_sum = [&](Sum2 t) {
-    tile[threadIdx.y][threadIdx.x] = t;
+  auto lanes_sum = [&](Sum2(&t)[W]) {
+#pragma unroll
+    for (int w = 0; w < W; ++w) tile[threadIdx.y][threadIdx.x * W + w] = t[w];
     __syncthreads();
     if (threadIdx.y == 0)
-      for (int k = 1; k < 8; ++k) {
-        t.a += tile[k][threadIdx.x].a;
-        t.b += tile[k][threadIdx.x].b;
-      }
-    return t;
+      for (int k = 1; k < 8; ++k)
+#pragma unroll
+        for (int w = 0; w < W; ++w) {
+          t[w].a += tile[k][threadIdx.x * W + w].a;
+          t[w].b += tile[k][threadIdx.x * W + w].b;
+        }
   };
-  Sum2 t = lanes_sum(c < C ? walk_sum<1>(f, c, S, lo + threadIdx.y, 8, hi) : Sum2{0, 0});
-  const bool owner = threadIdx.y == 0 && c < C;
+  Sum2 t[W] = {};
+  if (c0 < C) {
+    if constexpr (W == 1)
+      t[0] = walk_sum<1>(f, c0, S, lo + threadIdx.y, 8, hi);
+    else
+      walk_rows<W>(f, c0, lo + threadIdx.y, 8, hi, t);
+  }
+  lanes_sum(t);
+  const bool owner = threadIdx.y == 0 && c0 < C;
   if (gridDim.y == 1) {
-    if (owner) fin(c, t);
+    if (owner)
+      for (int w = 0; w < W; ++w) fin(c0 + w, t[w]);
     return;
   }
   if (owner) {
-    partial[split * C + c] = t;
+    for (int w = 0; w < W; ++w) partial[split * C + c0 + w] = t[w];
     __threadfence();
   }
   __syncthreads();
@@ -224,15 +265,17 @@ __global__ void sums_by_column(F f, Fin fin, int64_t C, int64_t S, int64_t total
   __syncthreads();
   if (!last) return;
   __threadfence();
-  t = Sum2{0, 0};
-  if (c < C)
-    for (int64_t k = threadIdx.y; k < gridDim.y; k += 8) {
-      const Sum2 v = read_partial(partial + k * C + c);
-      t.a += v.a;
-      t.b += v.b;
-    }
-  t = lanes_sum(t);
-  if (owner) fin(c, t);
+  for (int w = 0; w < W; ++w) t[w] = Sum2{0, 0};
+  if (c0 < C)
+    for (int64_t k = threadIdx.y; k < gridDim.y; k += 8)
+      for (int w = 0; w < W; ++w) {
+        const Sum2 v = read_partial(partial + k * C + c0 + w);
+        t[w].a += v.a;
+        t[w].b += v.b;
+      }
+  lanes_sum(t);
+  if (owner)
+    for (int w = 0; w < W; ++w) fin(c0 + w, t[w]);
   if (threadIdx.x == 0 && threadIdx.y == 0) arrived[blockIdx.x] = 0;
 }
 
@@ -266,13 +309,15 @@ void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = 
   if (S <= 0) S = 1;  // no positions: the walk only needs a divisor
   const bool by_column = S <= 4 && C > 1;
   const int V = Packable && aligned && !by_column && S % 4 == 0 ? 4 : 1;
+  // Channels-last rows: a thread reads four adjacent channels at once.
+  const int W = Packable && aligned && S == 1 && C % 4 == 0 ? 4 : 1;
   S /= V;
   const int64_t total = N * S;
   // Enough blocks to keep every multiprocessor's memory pipeline full: channels are split until
   // there are, while each thread still has a few loads to issue at once.
   const int64_t sms = ctx().sm_count > 0 ? ctx().sm_count : 132;
   const int64_t target = std::min<int64_t>(8 * sms, kMaxSplitBlocks);
-  const int64_t blocks = by_column ? (C + 31) / 32 : C;
+  const int64_t blocks = by_column ? (C + 32 * W - 1) / (32 * W) : C;
   const int64_t per_split = by_column ? 8 * 8 : kBlock * 2;  // the least work worth a split
   const int64_t want = (target + blocks - 1) / blocks;
   int64_t splits = std::max<int64_t>(1, std::min<int64_t>({want, total / per_split, 4096}));
@@ -287,8 +332,13 @@ void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = 
   }
   auto* p = partial.as<Sum2>();
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
-  if (by_column) {
-    sums_by_column<<<grid, dim3(32, 8), 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
+  if (by_column && W == 4) {
+    if constexpr (Packable)
+      sums_by_column<4>
+          <<<grid, dim3(32, 8), 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
+  } else if (by_column) {
+    sums_by_column<1>
+        <<<grid, dim3(32, 8), 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
   } else if (V == 4) {
     if constexpr (Packable)
       sums_by_row<4><<<grid, kBlock, 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
@@ -313,6 +363,11 @@ struct ChannelSumTerm {
 #pragma unroll
     for (int j = 0; j < 4; ++j) a += static_cast<double>(load(p.v[j]));
     return Sum2{a, 0};
+  }
+  __device__ void across4(int64_t c, int64_t n, Sum2* out) const {
+    const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + n * C + c);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) out[j] = Sum2{static_cast<double>(load(p.v[j])), 0};
   }
 };
 template <class T>
@@ -786,7 +841,112 @@ void pool_backward(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo, i
   CUDA_LAUNCH_CHECK();
 }
 
+// Channels-last 2-d max pooling: x [N, H, W, C] -> y, idx [N, OH, OW, C], idx the position
+// h * W + w in x's plane as in the usual layout. Adjacent threads take adjacent channels, so
+// every load is a whole row of channels.
+template <class T, class I>
+__global__ void max_pool_nhwc_kernel(I n, const T* x, T* y, int64_t* idx, DivBy<I> by_C,
+                                     PoolIndex<I> g) {
+  using A = acc_t<T>;
+  CRISP_GRID_STRIDE_AS(I, i, n) {
+    const I q = by_C.div(i), c = i - q * by_C.d;
+    const I q2 = g.by_out2.div(q), ow = q - q2 * g.out[2];
+    const I nb = g.by_out1.div(q2), oh = q2 - nb * g.out[1];
+    const T* xp = x + static_cast<int64_t>(nb) * g.by_S.d * by_C.d + c;
+    A best = -INFINITY;
+    I at = -1;
+    for (I ka = 0; ka < g.k[1]; ++ka) {
+      const I a = oh * g.s[1] - g.p[1] + ka * g.d[1];
+      if (a < 0 || a >= g.in[1]) continue;
+      for (I kb = 0; kb < g.k[2]; ++kb) {
+        const I b = ow * g.s[2] - g.p[2] + kb * g.d[2];
+        if (b < 0 || b >= g.in[2]) continue;
+        const I pos = a * g.in[2] + b;
+        const A v = load(xp[static_cast<int64_t>(pos) * by_C.d]);
+        // As max_pool_kernel: NaN wins; ties keep the first.
+        if (at < 0 || v > best || (isnan(v) && !isnan(best))) {
+          best = v;
+          at = pos;
+        }
+      }
+    }
+    y[i] = convert<T>(best);
+    idx[i] = at;
+  }
+}
+
+// Its gradient, gathered: each element of dx [N, H, W, C] adds up the gradients of the windows
+// whose maximum it is (in window order, so sums repeat run to run).
+template <class T, class I>
+__global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
+                                              DivBy<I> by_C, PoolIndex<I> geo) {
+  using A = acc_t<T>;
+  CRISP_GRID_STRIDE_AS(I, i, n) {
+    const I q = by_C.div(i), c = i - q * by_C.d;
+    const I q2 = geo.by_in2.div(q), w = q - q2 * geo.in[2];
+    const I nb = geo.by_in1.div(q2), h = q2 - nb * geo.in[1];
+    const I pos = h * geo.in[2] + w;
+    A acc = 0;
+    for (I ka = 0; ka < geo.k[1]; ++ka) {
+      const I ta = h + geo.p[1] - ka * geo.d[1];
+      if (ta < 0 || ta % geo.s[1] != 0) continue;
+      const I oh = ta / geo.s[1];
+      if (oh >= geo.out[1]) continue;
+      for (I kb = 0; kb < geo.k[2]; ++kb) {
+        const I tb = w + geo.p[2] - kb * geo.d[2];
+        if (tb < 0 || tb % geo.s[2] != 0) continue;
+        const I ow = tb / geo.s[2];
+        if (ow >= geo.out[2]) continue;
+        const int64_t o =
+            ((static_cast<int64_t>(nb) * geo.out[1] + oh) * geo.out[2] + ow) * by_C.d + c;
+        if (idx[o] == pos) acc += static_cast<A>(load(g[o]));
+      }
+    }
+    dx[i] = convert<T>(acc);
+  }
+}
+
+// Max pooling and its gradient stored channels-last (2-d only): inputs made channels-last first.
+void max_pool_channels_last(const Op& op, In in, Out out) {
+  if (op.ints[0] != 2) fail("channels-last max pooling is 2-d");
+  const std::vector<int64_t> to_logical{0, 3, 1, 2};
+  Buffer keep0, keep1;
+  auto stored = [](const Array& a, Buffer& keep) {
+    return contiguous(permuted(a, std::vector<int64_t>{0, 2, 3, 1}), keep);
+  };
+  const bool fwd = op.kind == OpKind::max_pool;
+  const Array a = stored(in[0], keep0);
+  const Shape xs = fwd ? in[0].shape : permuted(out[0], to_logical).shape;
+  const Shape ys = fwd ? permuted(out[0], to_logical).shape : in[0].shape;
+  const PoolGeom geo = pool_geometry(op, xs, ys);
+  const int64_t C = xs[1], n = out[0].numel();
+  if (n == 0) return;
+  const bool narrow =
+      n < (int64_t{1} << 31) && geo.planes * std::max(geo.S, geo.P) < (int64_t{1} << 31);
+  visit_float(out[0].dtype, op_name(op.kind), [&](auto tag) {
+    using T = decltype(tag);
+    auto run = [&]<class I>(I) {
+      const I count = static_cast<I>(n);
+      const DivBy<I> by_C(static_cast<I>(C));
+      if (fwd) {
+        max_pool_nhwc_kernel<T, I><<<grid_for(n), kBlock, 0, ctx().stream>>>(
+            count, a.data<T>(), out[0].data<T>(), out[1].data<int64_t>(), by_C, PoolIndex<I>(geo));
+      } else {
+        const Array idx = stored(in[1], keep1);
+        max_pool_nhwc_backward_kernel<T, I><<<grid_for(n), kBlock, 0, ctx().stream>>>(
+            count, a.data<T>(), idx.data<int64_t>(), out[0].data<T>(), by_C, PoolIndex<I>(geo));
+      }
+      CUDA_LAUNCH_CHECK();
+    };
+    if (narrow)
+      run(int{});
+    else
+      run(int64_t{});
+  });
+}
+
 void pool(const Op& op, In in, Out out) {
+  if (stores_channels_last(op)) return max_pool_channels_last(op, in, out);
   Dense d(in);
   visit_float(in[0].dtype, op_name(op.kind), [&](auto tag) {
     using T = decltype(tag);
@@ -1035,6 +1195,15 @@ struct ShiftedMoments {
     }
     return Sum2{a, b};
   }
+  // Channels c .. c + 3 of row n (S = 1).
+  __device__ void across4(int64_t c, int64_t n, Sum2* out) const {
+    const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + n * C + c);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const double v = static_cast<double>(load(p.v[j])) - static_cast<double>(load(x[c + j]));
+      out[j] = Sum2{v, v * v};
+    }
+  }
 };
 // Mean and variance in P, the parameters' type (float32 for 16-bit x under autocast), and
 // where new_rm is set, the running statistics' update.
@@ -1081,10 +1250,14 @@ __global__ void batch_norm_coef_kernel(int64_t C, const P* mean, const P* var, c
   }
 }
 
-// The elementwise pass as a flat loop, in packs of four where planes hold whole packs (vec),
-// with index arithmetic in I (int where it fits: 32-bit division is far cheaper).
+// How the elementwise pass reads: one element at a time; in packs of four of one channel
+// (planes hold whole packs); or, channels-last (S = 1), packs of four adjacent channels.
+enum class Packs { none, plane, channels };
+
+// The elementwise pass as a flat loop, with index arithmetic in I (int where it fits: 32-bit
+// division is far cheaper).
 template <class T, bool Grad, class I>
-__global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, bool vec, const T* x,
+__global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs packs, const T* x,
                                       const T* g, const Coef<acc_t<T>>* coef, T* out) {
   using A = acc_t<T>;
   const I first = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -1095,16 +1268,18 @@ __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, bool ve
     else
       return xv * k.a + k.b;
   };
-  if (vec) {
+  if (packs != Packs::none) {
+    const bool plane = packs == Packs::plane;
     for (I v = first; v < n / 4; v += step) {
-      const Coef<A> k = coef[by_C.mod(by_S.div(v * 4))];
+      const I c0 = plane ? by_C.mod(by_S.div(v * 4)) : by_C.mod(v * 4);
       const Pack<T> xp = reinterpret_cast<const Pack<T>*>(x)[v];
       Pack<T> gp;
       if constexpr (Grad) gp = reinterpret_cast<const Pack<T>*>(g)[v];
       Pack<T> r;
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        r.v[j] = convert<T>(value(k, load(xp.v[j]), Grad ? static_cast<A>(load(gp.v[j])) : A(0)));
+        r.v[j] = convert<T>(value(coef[plane ? c0 : c0 + j], load(xp.v[j]),
+                                  Grad ? static_cast<A>(load(gp.v[j])) : A(0)));
       reinterpret_cast<Pack<T>*>(out)[v] = r;
     }
     return;
@@ -1120,15 +1295,18 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
                     const Coef<acc_t<T>>* coef, T* out) {
   const int64_t n = N * C * S;
   if (n == 0) return;
-  const bool vec =
-      S % 4 == 0 && pack_aligned<T>(x) && pack_aligned<T>(out) && (!Grad || pack_aligned<T>(g));
-  const unsigned grid = grid_for(vec ? n / 4 : n);
+  const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(out) && (!Grad || pack_aligned<T>(g));
+  const Packs packs = !aligned               ? Packs::none
+                      : S % 4 == 0           ? Packs::plane
+                      : S == 1 && C % 4 == 0 ? Packs::channels
+                                             : Packs::none;
+  const unsigned grid = grid_for(packs != Packs::none ? n / 4 : n);
   if (n < (int64_t{1} << 31)) {
     channel_affine_kernel<T, Grad, int><<<grid, kBlock, 0, ctx().stream>>>(
-        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), vec, x, g, coef, out);
+        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), packs, x, g, coef, out);
   } else {
     channel_affine_kernel<T, Grad, int64_t><<<grid, kBlock, 0, ctx().stream>>>(
-        n, DivBy<int64_t>(C), DivBy<int64_t>(S), vec, x, g, coef, out);
+        n, DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x, g, coef, out);
   }
   CUDA_LAUNCH_CHECK();
 }
@@ -1159,6 +1337,16 @@ struct BatchNormGradTerm {
       b += gv * (static_cast<A>(load(xp.v[j])) - m);
     }
     return Sum2{a, b};
+  }
+  __device__ void across4(int64_t c, int64_t n, Sum2* out) const {
+    const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + n * C + c);
+    const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + n * C + c);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const double gv = load(gp.v[j]);
+      out[j] = Sum2{
+          gv, gv * (static_cast<double>(load(xp.v[j])) - static_cast<double>(load(mean[c + j])))};
+    }
   }
 };
 
