@@ -166,6 +166,14 @@ TEST_P(Layout, PoolingKeepsChannelsLast) {
   Tensor m = max_pool2d(xc, {.kernel = {3}, .stride = {2}, .padding = {1}});
   EXPECT_TRUE(is_channels_last(m));
   expect_tensors_close(m, max_pool2d(x, {.kernel = {3}, .stride = {2}, .padding = {1}}), 0, "max");
+  // A window the CUDA kernels do not unroll, with dilation: the same values and gradients.
+  const PoolOptions odd{.kernel = {3, 2}, .stride = {1, 2}, .padding = {1}, .dilation = {2, 1}};
+  Tensor xg = x.detach().requires_grad_(), xcg = to_channels_last(x).requires_grad_();
+  Tensor mo = max_pool2d(xg, odd), mc = max_pool2d(xcg, odd);
+  EXPECT_TRUE(is_channels_last(mc));
+  expect_tensors_close(mc, mo, 0, "odd window");
+  Tensor go = randn(mo.shape());
+  expect_tensors_close(grad(mc, {xcg}, go)[0], grad(mo, {xg}, go)[0], 1e-6, "odd window gradient");
   Tensor a = avg_pool2d(xc, {.kernel = {2}});
   EXPECT_TRUE(is_channels_last(a));
   expect_tensors_close(a, avg_pool2d(x, {.kernel = {2}}), 1e-6, "average");

@@ -189,16 +189,18 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // A thread's share of W adjacent channels' sums over rows first, first + step, ... below hi
-// (S = 1: channels-last data), W = 4 read as one access (the functor's across4).
+// (S = 1: channels-last data), W = 4 read as one access. f.across4(c) gives the terms of row n
+// of those channels, with what they share (shift, mean) loaded once.
 template <int W, class F>
-__device__ inline void walk_rows(const F& f, int64_t c, int64_t first, int64_t step, int64_t hi,
+__device__ inline void walk_rows(const F& f_all, int64_t c, int64_t first, int64_t step, int64_t hi,
                                  Sum2 (&t)[W]) {
   static_assert(W == 4);
+  const auto f = f_all.across4(c);
   int64_t n = first;
   for (; n + (kSumUnroll - 1) * step < hi; n += kSumUnroll * step) {
     Sum2 v[kSumUnroll][W];
 #pragma unroll
-    for (int u = 0; u < kSumUnroll; ++u) f.across4(c, n + u * step, v[u]);
+    for (int u = 0; u < kSumUnroll; ++u) f(n + u * step, v[u]);
 #pragma unroll
     for (int u = 0; u < kSumUnroll; ++u)
 #pragma unroll
@@ -209,7 +211,7 @@ __device__ inline void walk_rows(const F& f, int64_t c, int64_t first, int64_t s
   }
   for (; n < hi; n += step) {
     Sum2 v[W];
-    f.across4(c, n, v);
+    f(n, v);
 #pragma unroll
     for (int w = 0; w < W; ++w) {
       t[w].a += v[w].a;
@@ -364,11 +366,16 @@ struct ChannelSumTerm {
     for (int j = 0; j < 4; ++j) a += static_cast<double>(load(p.v[j]));
     return Sum2{a, 0};
   }
-  __device__ void across4(int64_t c, int64_t n, Sum2* out) const {
-    const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + n * C + c);
+  struct Across4 {
+    const T* x;
+    int64_t C;
+    __device__ void operator()(int64_t n, Sum2* out) const {
+      const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + n * C);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) out[j] = Sum2{static_cast<double>(load(p.v[j])), 0};
-  }
+      for (int j = 0; j < 4; ++j) out[j] = Sum2{static_cast<double>(load(p.v[j])), 0};
+    }
+  };
+  __device__ Across4 across4(int64_t c) const { return {x + c, C}; }
 };
 template <class T>
 struct StoreFirst {
@@ -843,11 +850,15 @@ void pool_backward(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo, i
 
 // Channels-last 2-d max pooling: x [N, H, W, C] -> y, idx [N, OH, OW, C], idx the position
 // h * W + w in x's plane as in the usual layout. Adjacent threads take adjacent channels, so
-// every load is a whole row of channels.
-template <class T, class I>
+// every load is a whole row of channels. K > 0: a K x K window known at compile time, its loads
+// all issued before the first is used (one trip to memory per output, not one per tap); K = 0:
+// any window.
+template <class T, class I, int K>
 __global__ void max_pool_nhwc_kernel(I n, const T* x, T* y, int64_t* idx, DivBy<I> by_C,
                                      PoolIndex<I> g) {
   using A = acc_t<T>;
+  constexpr int kTaps = K > 0 ? K * K : 1;
+  const I kh = K > 0 ? K : g.k[1], kw = K > 0 ? K : g.k[2];
   CRISP_GRID_STRIDE_AS(I, i, n) {
     const I q = by_C.div(i), c = i - q * by_C.d;
     const I q2 = g.by_out2.div(q), ow = q - q2 * g.out[2];
@@ -855,18 +866,36 @@ __global__ void max_pool_nhwc_kernel(I n, const T* x, T* y, int64_t* idx, DivBy<
     const T* xp = x + static_cast<int64_t>(nb) * g.by_S.d * by_C.d + c;
     A best = -INFINITY;
     I at = -1;
-    for (I ka = 0; ka < g.k[1]; ++ka) {
-      const I a = oh * g.s[1] - g.p[1] + ka * g.d[1];
-      if (a < 0 || a >= g.in[1]) continue;
-      for (I kb = 0; kb < g.k[2]; ++kb) {
-        const I b = ow * g.s[2] - g.p[2] + kb * g.d[2];
-        if (b < 0 || b >= g.in[2]) continue;
-        const I pos = a * g.in[2] + b;
-        const A v = load(xp[static_cast<int64_t>(pos) * by_C.d]);
-        // As max_pool_kernel: NaN wins; ties keep the first.
-        if (at < 0 || v > best || (isnan(v) && !isnan(best))) {
-          best = v;
-          at = pos;
+    // As max_pool_kernel: NaN wins; ties keep the first.
+    auto take = [&](A v, I pos) {
+      if (at < 0 || v > best || (isnan(v) && !isnan(best))) {
+        best = v;
+        at = pos;
+      }
+    };
+    if constexpr (K > 0) {
+      A v[kTaps];
+      I pos[kTaps];
+#pragma unroll
+      for (int j = 0; j < kTaps; ++j) {
+        const I a = oh * g.s[1] - g.p[1] + (j / K) * g.d[1];
+        const I b = ow * g.s[2] - g.p[2] + (j % K) * g.d[2];
+        const bool inside = a >= 0 && a < g.in[1] && b >= 0 && b < g.in[2];
+        pos[j] = inside ? a * g.in[2] + b : -1;
+        v[j] = load(xp[static_cast<int64_t>(inside ? pos[j] : 0) * by_C.d]);
+      }
+#pragma unroll
+      for (int j = 0; j < kTaps; ++j)
+        if (pos[j] >= 0) take(v[j], pos[j]);
+    } else {
+      for (I ka = 0; ka < kh; ++ka) {
+        const I a = oh * g.s[1] - g.p[1] + ka * g.d[1];
+        if (a < 0 || a >= g.in[1]) continue;
+        for (I kb = 0; kb < kw; ++kb) {
+          const I b = ow * g.s[2] - g.p[2] + kb * g.d[2];
+          if (b < 0 || b >= g.in[2]) continue;
+          const I pos = a * g.in[2] + b;
+          take(load(xp[static_cast<int64_t>(pos) * by_C.d]), pos);
         }
       }
     }
@@ -876,31 +905,49 @@ __global__ void max_pool_nhwc_kernel(I n, const T* x, T* y, int64_t* idx, DivBy<
 }
 
 // Its gradient, gathered: each element of dx [N, H, W, C] adds up the gradients of the windows
-// whose maximum it is (in window order, so sums repeat run to run).
-template <class T, class I>
+// whose maximum it is (in window order, so sums repeat run to run). K as above.
+template <class T, class I, int K>
 __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
                                               DivBy<I> by_C, PoolIndex<I> geo) {
   using A = acc_t<T>;
+  constexpr int kTaps = K > 0 ? K * K : 1;
+  const I kh = K > 0 ? K : geo.k[1], kw = K > 0 ? K : geo.k[2];
   CRISP_GRID_STRIDE_AS(I, i, n) {
     const I q = by_C.div(i), c = i - q * by_C.d;
     const I q2 = geo.by_in2.div(q), w = q - q2 * geo.in[2];
     const I nb = geo.by_in1.div(q2), h = q2 - nb * geo.in[1];
     const I pos = h * geo.in[2] + w;
+    const int64_t base = static_cast<int64_t>(nb) * geo.out[1];
+    // The output (oh, ow) whose window holds (h, w) at tap (ka, kb): h + p - ka * d = oh * s;
+    // -1 where there is none.
+    auto output = [&](I ka, I kb) -> int64_t {
+      const I ta = h + geo.p[1] - ka * geo.d[1], tb = w + geo.p[2] - kb * geo.d[2];
+      if (ta < 0 || tb < 0) return -1;
+      const I oh = div_stride(ta, geo.s[1]), ow = div_stride(tb, geo.s[2]);
+      if (oh * geo.s[1] != ta || oh >= geo.out[1] || ow * geo.s[2] != tb || ow >= geo.out[2])
+        return -1;
+      return ((base + oh) * geo.out[2] + ow) * by_C.d + c;
+    };
     A acc = 0;
-    for (I ka = 0; ka < geo.k[1]; ++ka) {
-      const I ta = h + geo.p[1] - ka * geo.d[1];
-      if (ta < 0 || ta % geo.s[1] != 0) continue;
-      const I oh = ta / geo.s[1];
-      if (oh >= geo.out[1]) continue;
-      for (I kb = 0; kb < geo.k[2]; ++kb) {
-        const I tb = w + geo.p[2] - kb * geo.d[2];
-        if (tb < 0 || tb % geo.s[2] != 0) continue;
-        const I ow = tb / geo.s[2];
-        if (ow >= geo.out[2]) continue;
-        const int64_t o =
-            ((static_cast<int64_t>(nb) * geo.out[1] + oh) * geo.out[2] + ow) * by_C.d + c;
-        if (idx[o] == pos) acc += static_cast<A>(load(g[o]));
+    if constexpr (K > 0) {
+      int64_t o[kTaps], at[kTaps];
+      A gv[kTaps];
+#pragma unroll
+      for (int j = 0; j < kTaps; ++j) {
+        o[j] = output(j / K, j % K);
+        const int64_t safe = o[j] < 0 ? c : o[j];
+        at[j] = idx[safe];
+        gv[j] = load(g[safe]);
       }
+#pragma unroll
+      for (int j = 0; j < kTaps; ++j)
+        if (o[j] >= 0 && at[j] == pos) acc += gv[j];
+    } else {
+      for (I ka = 0; ka < kh; ++ka)
+        for (I kb = 0; kb < kw; ++kb) {
+          const int64_t o = output(ka, kb);
+          if (o >= 0 && idx[o] == pos) acc += static_cast<A>(load(g[o]));
+        }
     }
     dx[i] = convert<T>(acc);
   }
@@ -928,15 +975,25 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
     auto run = [&]<class I>(I) {
       const I count = static_cast<I>(n);
       const DivBy<I> by_C(static_cast<I>(C));
-      if (fwd) {
-        max_pool_nhwc_kernel<T, I><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-            count, a.data<T>(), out[0].data<T>(), out[1].data<int64_t>(), by_C, PoolIndex<I>(geo));
-      } else {
-        const Array idx = stored(in[1], keep1);
-        max_pool_nhwc_backward_kernel<T, I><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-            count, a.data<T>(), idx.data<int64_t>(), out[0].data<T>(), by_C, PoolIndex<I>(geo));
-      }
-      CUDA_LAUNCH_CHECK();
+      auto go = [&]<int K>() {
+        if (fwd) {
+          max_pool_nhwc_kernel<T, I, K><<<grid_for(n), kBlock, 0, ctx().stream>>>(
+              count, a.data<T>(), out[0].data<T>(), out[1].data<int64_t>(), by_C,
+              PoolIndex<I>(geo));
+        } else {
+          const Array idx = stored(in[1], keep1);
+          max_pool_nhwc_backward_kernel<T, I, K><<<grid_for(n), kBlock, 0, ctx().stream>>>(
+              count, a.data<T>(), idx.data<int64_t>(), out[0].data<T>(), by_C, PoolIndex<I>(geo));
+        }
+        CUDA_LAUNCH_CHECK();
+      };
+      // ResNet's 3 x 3 and the common 2 x 2 windows unrolled.
+      if (geo.k[1] == 3 && geo.k[2] == 3)
+        go.template operator()<3>();
+      else if (geo.k[1] == 2 && geo.k[2] == 2)
+        go.template operator()<2>();
+      else
+        go.template operator()<0>();
     };
     if (narrow)
       run(int{});
@@ -1195,14 +1252,24 @@ struct ShiftedMoments {
     }
     return Sum2{a, b};
   }
-  // Channels c .. c + 3 of row n (S = 1).
-  __device__ void across4(int64_t c, int64_t n, Sum2* out) const {
-    const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + n * C + c);
+  // Channels c .. c + 3 of a row (S = 1).
+  struct Across4 {
+    const T* x;
+    int64_t C;
+    acc_t<T> k[4];
+    __device__ void operator()(int64_t n, Sum2* out) const {
+      const Pack<T> p = *reinterpret_cast<const Pack<T>*>(x + n * C);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const double v = static_cast<double>(load(p.v[j])) - static_cast<double>(load(x[c + j]));
-      out[j] = Sum2{v, v * v};
+      for (int j = 0; j < 4; ++j) {
+        const acc_t<T> v = static_cast<acc_t<T>>(load(p.v[j])) - k[j];
+        out[j] = Sum2{v, static_cast<double>(v) * v};
+      }
     }
+  };
+  __device__ Across4 across4(int64_t c) const {
+    Across4 a{x + c, C, {}};
+    for (int j = 0; j < 4; ++j) a.k[j] = load(x[c + j]);
+    return a;
   }
 };
 // Mean and variance in P, the parameters' type (float32 for 16-bit x under autocast), and
@@ -1270,16 +1337,25 @@ __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs p
   };
   if (packs != Packs::none) {
     const bool plane = packs == Packs::plane;
+    // The pack's coefficients, loaded again only when its first channel changes (with grid
+    // strides a multiple of C, never).
+    Coef<A> k[4];
+    I at = -1;
     for (I v = first; v < n / 4; v += step) {
       const I c0 = plane ? by_C.mod(by_S.div(v * 4)) : by_C.mod(v * 4);
+      if (c0 != at) {
+        at = c0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) k[j] = coef[plane ? c0 : c0 + j];
+      }
       const Pack<T> xp = reinterpret_cast<const Pack<T>*>(x)[v];
       Pack<T> gp;
       if constexpr (Grad) gp = reinterpret_cast<const Pack<T>*>(g)[v];
       Pack<T> r;
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        r.v[j] = convert<T>(value(coef[plane ? c0 : c0 + j], load(xp.v[j]),
-                                  Grad ? static_cast<A>(load(gp.v[j])) : A(0)));
+        r.v[j] =
+            convert<T>(value(k[j], load(xp.v[j]), Grad ? static_cast<A>(load(gp.v[j])) : A(0)));
       reinterpret_cast<Pack<T>*>(out)[v] = r;
     }
     return;
@@ -1338,15 +1414,24 @@ struct BatchNormGradTerm {
     }
     return Sum2{a, b};
   }
-  __device__ void across4(int64_t c, int64_t n, Sum2* out) const {
-    const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + n * C + c);
-    const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + n * C + c);
+  struct Across4 {
+    const T *g, *x;
+    int64_t C;
+    acc_t<T> m[4];
+    __device__ void operator()(int64_t n, Sum2* out) const {
+      const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + n * C);
+      const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + n * C);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const double gv = load(gp.v[j]);
-      out[j] = Sum2{
-          gv, gv * (static_cast<double>(load(xp.v[j])) - static_cast<double>(load(mean[c + j])))};
+      for (int j = 0; j < 4; ++j) {
+        const acc_t<T> gv = load(gp.v[j]);
+        out[j] = Sum2{gv, gv * (static_cast<acc_t<T>>(load(xp.v[j])) - m[j])};
+      }
     }
+  };
+  __device__ Across4 across4(int64_t c) const {
+    Across4 a{g + c, x + c, C, {}};
+    for (int j = 0; j < 4; ++j) a.m[j] = static_cast<acc_t<T>>(load(mean[c + j]));
+    return a;
   }
 };
 
