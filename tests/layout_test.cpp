@@ -59,6 +59,8 @@ TEST_P(Layout, ElementwiseOpsKeepChannelsLast) {
     EXPECT_TRUE(is_channels_last(c.got)) << c.what;
     expect_tensors_close(c.got, c.want, 1e-6, c.what);
   }
+  // 3-d: as likely a batch of transposed matrices, and kept to the usual layout.
+  EXPECT_TRUE((to_channels_last(randn({2, 3, 4})) * 2).is_contiguous());
   // With one operand in each layout the values are the same whichever layout the result takes.
   expect_tensors_close(ac + b, a + b, 1e-6, "mixed layouts");
   expect_tensors_close(a * bc, a * b, 1e-6, "mixed layouts, contiguous first");

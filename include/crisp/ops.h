@@ -154,9 +154,9 @@ Tensor flatten(const Tensor& x, int64_t start = 0, int64_t end = -1, Loc loc = L
 Tensor permute(const Tensor& x, std::vector<int64_t> axes, Loc loc = Loc::current());
 Tensor transpose(const Tensor& x, int64_t a = -2, int64_t b = -1, Loc loc = Loc::current());
 // The channels-last layout (PyTorch's channels_last memory format): x [N, C, *spatial] keeps its
-// shape but is stored as [N, *spatial, C]. Convolutions, batch norm, pooling and elementwise ops
-// keep it, and cuDNN's tensor-core convolutions run in it without transposing. contiguous()
-// returns the usual layout.
+// shape but is stored as [N, *spatial, C]. For [N, C, H, W], 2-d convolutions, batch norm,
+// pooling and elementwise ops keep it, and cuDNN's tensor-core convolutions run in it without
+// transposing. contiguous() returns the usual layout.
 Tensor to_channels_last(const Tensor& x, Loc loc = Loc::current());
 bool is_channels_last(const Tensor& x);  // stored so, and not also contiguous
 Tensor squeeze(const Tensor& x, Axes axes = {}, Loc loc = Loc::current());

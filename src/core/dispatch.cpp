@@ -157,7 +157,7 @@ Tensor unpermuted(const Tensor& x, const std::vector<int64_t>& order) {
 Tensor dispatch_in_layout(const Op& op, std::initializer_list<Tensor> inputs, DType dtype) {
   const Shape& shape = inputs.begin()->shape();
   for (const Tensor& t : inputs) {
-    if (t.shape() != shape || !is_channels_last(t)) continue;
+    if (t.shape() != shape || t.ndim() != 4 || !is_channels_last(t)) continue;
     const std::vector<int64_t> order = channels_last_order(t.ndim());
     std::vector<Tensor> in;
     for (const Tensor& u : inputs) in.push_back(permuted(u, order));

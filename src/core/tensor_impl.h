@@ -71,8 +71,9 @@ std::vector<int64_t> channels_last_order(int64_t ndim);
 // A view of x with its axes in order, and its inverse (no copy, no autograd record).
 Tensor permuted(const Tensor& x, const std::vector<int64_t>& order);
 Tensor unpermuted(const Tensor& x, const std::vector<int64_t>& order);
-// Runs an op whose one output has the shape of its inputs; when an input of that shape is
-// stored channels-last, the output is too (the backend sees permuted, contiguous views).
+// Runs an op whose one output has the shape of its inputs; when an input of that shape is a
+// 4-d tensor stored channels-last, the output is too (the backend sees permuted, contiguous
+// views). Only 4-d: a 3-d "channels-last" tensor is as often a batch of transposed matrices.
 Tensor dispatch_in_layout(const Op& op, std::initializer_list<Tensor> inputs, DType dtype);
 // Runs an op that stores its outputs channels-last (one of its ints says so): outputs gives
 // their [N, C, *spatial] shapes, and the results are views in those shapes.

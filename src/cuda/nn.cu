@@ -933,15 +933,20 @@ __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* id
       int64_t o[kTaps], at[kTaps];
       A gv[kTaps];
 #pragma unroll
+      for (int j = 0; j < kTaps; ++j) o[j] = output(j / K, j % K);
+        // Only the windows that hold (h, w) are read (a few of the K * K), all before any is used.
+#pragma unroll
       for (int j = 0; j < kTaps; ++j) {
-        o[j] = output(j / K, j % K);
-        const int64_t safe = o[j] < 0 ? c : o[j];
-        at[j] = idx[safe];
-        gv[j] = load(g[safe]);
+        at[j] = -1;
+        gv[j] = 0;
+        if (o[j] >= 0) {
+          at[j] = idx[o[j]];
+          gv[j] = load(g[o[j]]);
+        }
       }
 #pragma unroll
       for (int j = 0; j < kTaps; ++j)
-        if (o[j] >= 0 && at[j] == pos) acc += gv[j];
+        if (at[j] == pos) acc += gv[j];
     } else {
       for (I ka = 0; ka < kh; ++ka)
         for (I kb = 0; kb < kw; ++kb) {
