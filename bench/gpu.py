@@ -274,8 +274,9 @@ def section(res):
              f"- Machine: {m['machine'].get('gpu')}, CUDA {m['machine'].get('cuda')}, "
              f"{m['machine'].get('cpus')} CPUs; peer PyTorch {res['peer'].get('torch', '?')}",
              f"- Command: `{m['command']}` (on the GPU machine, in one call)",
-             f"- Peer: `{m['peer_script']}`; crisp: `bench/gpu_bench` (ResNet-50 in NCHW; the "
-             "peer's TF32 figure is the better of its two layouts, its bfloat16 one channels-last)",
+             f"- Peer: `{m['peer_script']}`; crisp: `bench/gpu_bench` (ResNet-50 float32 in the "
+             "usual layout as the peer's; TF32 and bfloat16 channels-last, against the peer's "
+             "better layout in TF32 and its channels-last bfloat16)",
              "",
              "Ratio = crisp / peer: for img/s and GB/s above 1 means crisp is faster, for times "
              "below 1.",
