@@ -141,6 +141,44 @@ TEST_P(Norm, NormsRejectBadArguments) {
   EXPECT_CRISP_ERROR(layer_norm(Tensor({1, 2}, {2}), {2}), "floating-point");
 }
 
+// batch_norm_relu against relu(batch_norm): the same outputs, running statistics and
+// gradients, in training and evaluation, in both layouts and in the kernels' packed paths
+// (planes and channels in fours); its gradients also by finite differences.
+TEST_P(Norm, BatchNormReluMatchesReluOfBatchNorm) {
+  struct Case {
+    Shape shape;
+    bool channels_last;
+  };
+  for (const Case& c : {Case{{4, 3, 5}, false}, Case{{8, 16, 6, 6}, false},
+                        Case{{8, 16, 6, 6}, true}, Case{{6, 5, 3, 3}, true}}) {
+    const int64_t C = c.shape[1];
+    Tensor x0 = randn(c.shape) * 2 + 0.5;
+    if (c.channels_last) x0 = to_channels_last(x0);
+    Tensor g = randn(c.shape);
+    for (bool training : {true, false}) {
+      Tensor w = randn({C}).requires_grad_(), b = randn({C}).requires_grad_();
+      Tensor rm = randn({C}), rv = rand({C}) + 0.5, rm2 = rm, rv2 = rv;
+      Tensor x = x0.detach().requires_grad_(), x2 = x0.detach().requires_grad_();
+      Tensor want = relu(batch_norm(x, w, b, training, {&rm, &rv, 0.1}));
+      Tensor got = batch_norm_relu(x2, w, b, training, {&rm2, &rv2, 0.1});
+      EXPECT_EQ(is_channels_last(got), c.channels_last);
+      expect_tensors_close(got, want, 1e-5, "output");
+      expect_tensors_close(rm2, rm, 1e-6, "running mean");
+      expect_tensors_close(rv2, rv, 1e-6, "running variance");
+      std::vector<Tensor> gw = grad(want, {x, w, b}, g), gg = grad(got, {x2, w, b}, g);
+      for (size_t i = 0; i < 3; ++i) expect_tensors_close(gg[i], gw[i], 1e-4, "gradient");
+    }
+  }
+  check_gradients(
+      [](const std::vector<Tensor>& in) { return batch_norm_relu(in[0], in[1], in[2], true); },
+      {randn({4, 3, 5}), randn({3}), randn({3})});
+  check_gradients(
+      [](const std::vector<Tensor>& in) {
+        return batch_norm_relu(to_channels_last(in[0]), in[1], {}, true);
+      },
+      {randn({3, 4, 2, 3}), randn({4})});
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Norm, ::testing::Values("cpu", "cuda"),
                          [](const auto& info) { return info.param; });
 

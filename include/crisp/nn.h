@@ -442,12 +442,15 @@ class BatchNorm : public Module {
   BatchNorm(int64_t num_features, BatchNormArgs args, std::vector<int64_t> input_ndims,
             const char* name, Loc loc);
   CRISP_NN_CALL;
+  // relu(forward(x)) as one op each way (batch_norm_relu).
+  Tensor forward_relu(const Tensor& x, Loc loc = Loc::current());
   const int64_t num_features;
   const BatchNormArgs args;
   Param weight, bias;
   Buffer running_mean, running_var, num_batches_tracked;
 
  private:
+  Tensor run(const Tensor& x, bool relu);
   std::vector<int64_t> input_ndims_;
   const char* name_;
 };

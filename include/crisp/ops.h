@@ -257,6 +257,11 @@ struct BatchNormState {
 Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
                   const std::optional<Tensor>& bias, bool training, BatchNormState state = {},
                   double eps = 1e-5, Loc loc = Loc::current());
+// relu(batch_norm(...)) in batch norm's own passes: the ReLU applied as the output is written,
+// its gradient inside batch norm's backward (one pass each way fewer than the two ops).
+Tensor batch_norm_relu(const Tensor& x, const std::optional<Tensor>& weight,
+                       const std::optional<Tensor>& bias, bool training, BatchNormState state = {},
+                       double eps = 1e-5, Loc loc = Loc::current());
 
 // q, k, v are [..., L, E]; mask (bool, true = keep) broadcasts to [..., Lq, Lk].
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -470,17 +470,21 @@ Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& 
   });
 }
 
-Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
-                  const std::optional<Tensor>& bias, bool training, BatchNormState state,
-                  double eps, Loc loc) {
+namespace {
+
+// batch_norm, and with relu, relu(batch_norm) as the same ops: the ReLU applied as the output is
+// written, and its gradient (zero where the output is) taken inside batch norm's backward.
+Tensor batch_norm_any(const Tensor& x, const std::optional<Tensor>& weight,
+                      const std::optional<Tensor>& bias, bool training, BatchNormState state,
+                      double eps, bool relu, Loc loc) {
   // Autocast: 16-bit x with float32 parameters is normalized as it is, with statistics and
   // parameter gradients in float32 (casting x up and back would cost two passes over it); any
   // other mismatch casts x to the parameters' dtype.
   const std::optional<DType> autocast = amp::batch_norm_dtype(x, weight, state.running_mean);
   const bool half_x = x.defined() && (x.dtype() == f16 || x.dtype() == bf16);
   if (autocast && !(half_x && *autocast == f32))
-    return batch_norm(x.cast(*autocast), weight, bias, training, state, eps, loc);
-  CallScope scope("batch_norm", loc);
+    return batch_norm_any(x.cast(*autocast), weight, bias, training, state, eps, relu, loc);
+  CallScope scope(relu ? "batch_norm_relu" : "batch_norm", loc);
   check_defined(x);
   check_floating(x);
   const DType pdt = autocast.value_or(x.dtype());  // statistics' and parameters' dtype
@@ -539,24 +543,41 @@ Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
   std::vector<Tensor> in{x3, mean, var};
   if (w) in.push_back(*w);
   if (b) in.push_back(*b);
-  Tensor y = from3(
-      dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0}, {eps}}, in, {{s3, x.dtype()}})[0]);
+  const Tensor y3 = dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0, relu ? 1 : 0}, {eps}},
+                             in, {{s3, x.dtype()}})[0];
+  Tensor y = from3(y3);
   std::vector<Tensor> grad_in{x};
   if (w) grad_in.push_back(*w);
   if (b) grad_in.push_back(*b);
   std::vector<Tensor> saved{x3.detach(), mean, var};
   if (w) saved.push_back(w->detach());
+  if (relu) saved.push_back(y3);
   const bool has_w = w.has_value(), has_b = b.has_value();
   return with_grad(y, grad_in, [=](const Tensor& g) {
     std::vector<Tensor> bin{as3(g)};
     bin.insert(bin.end(), saved.begin(), saved.end());
-    auto d = dispatch(Op{OpKind::batch_norm_backward, {batch_stats ? 1 : 0, has_w ? 1 : 0}, {eps}},
-                      bin, {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
+    auto d = dispatch(
+        Op{OpKind::batch_norm_backward, {batch_stats ? 1 : 0, has_w ? 1 : 0, relu ? 1 : 0}, {eps}},
+        bin, {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
     Grads out{from3(d[0])};
     if (has_w) out.push_back(d[1]);
     if (has_b) out.push_back(d[2]);
     return out;
   });
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const std::optional<Tensor>& weight,
+                  const std::optional<Tensor>& bias, bool training, BatchNormState state,
+                  double eps, Loc loc) {
+  return batch_norm_any(x, weight, bias, training, state, eps, false, loc);
+}
+
+Tensor batch_norm_relu(const Tensor& x, const std::optional<Tensor>& weight,
+                       const std::optional<Tensor>& bias, bool training, BatchNormState state,
+                       double eps, Loc loc) {
+  return batch_norm_any(x, weight, bias, training, state, eps, true, loc);
 }
 
 // ---- attention ----

@@ -143,6 +143,7 @@ template <class C>
 void batch_norm_forward(const Op& op, In in, Array& ya) {
   Dense<C> x(in[0]), mean(in[1]), var(in[2]);
   const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
+  const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
   std::optional<Dense<C>> w, b;
   if (has_w) w.emplace(in[3]);
   if (has_b) b.emplace(in[3 + has_w]);
@@ -156,7 +157,10 @@ void batch_norm_forward(const Op& op, In in, Array& ya) {
       const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
       const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
                                      static_cast<double>(mean[c]) * scale);
-      for (int64_t i = 0; i < S; ++i) y[p * S + i] = x[p * S + i] * scale + shift;
+      for (int64_t i = 0; i < S; ++i) {
+        const C v = x[p * S + i] * scale + shift;
+        y[p * S + i] = relu && !(v > 0) ? C(0) : v;
+      }
     }
   });
   y.finish();
@@ -167,8 +171,12 @@ template <class C>
 void batch_norm_backward(const Op& op, In in, Out out) {
   Dense<C> g(in[0]), x(in[1]), mean(in[2]), var(in[3]);
   const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
-  std::optional<Dense<C>> w;
+  const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
+  std::optional<Dense<C>> w, y;
   if (has_w) w.emplace(in[4]);
+  if (relu) y.emplace(in[4 + has_w]);
+  // The gradient reaching batch norm: through the ReLU, zero where its output is.
+  auto grad = [&](int64_t j) { return y && !((*y)[j] > 0) ? C(0) : g[j]; };
   const double eps = op.reals[0];
   Result<C> dx(out[0]), dw(out[1]), db(out[2]);
   const int64_t N = in[1].shape[0], Ch = in[1].shape[1], S = in[1].shape[2];
@@ -180,8 +188,8 @@ void batch_norm_backward(const Op& op, In in, Out out) {
       for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < S; ++i) {
           const int64_t j = (n * Ch + c) * S + i;
-          sg += g[j];
-          sgx += g[j] * ((x[j] - m) * s);
+          sg += grad(j);
+          sgx += grad(j) * ((x[j] - m) * s);
         }
       dw[c] = static_cast<C>(sgx);
       db[c] = static_cast<C>(sg);
@@ -189,7 +197,7 @@ void batch_norm_backward(const Op& op, In in, Out out) {
       for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < S; ++i) {
           const int64_t j = (n * Ch + c) * S + i;
-          double v = g[j];
+          double v = grad(j);
           if (training) v -= sg / M + (x[j] - m) * s * sgx / M;
           dx[j] = static_cast<C>(wc * s * v);
         }

@@ -910,49 +910,57 @@ template <class T, class I, int K>
 __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
                                               DivBy<I> by_C, PoolIndex<I> geo) {
   using A = acc_t<T>;
-  constexpr int kTaps = K > 0 ? K * K : 1;
+  constexpr int kMax = K > 0 ? K : 1;
   const I kh = K > 0 ? K : geo.k[1], kw = K > 0 ? K : geo.k[2];
   CRISP_GRID_STRIDE_AS(I, i, n) {
     const I q = by_C.div(i), c = i - q * by_C.d;
     const I q2 = geo.by_in2.div(q), w = q - q2 * geo.in[2];
     const I nb = geo.by_in1.div(q2), h = q2 - nb * geo.in[1];
     const I pos = h * geo.in[2] + w;
-    const int64_t base = static_cast<int64_t>(nb) * geo.out[1];
-    // The output (oh, ow) whose window holds (h, w) at tap (ka, kb): h + p - ka * d = oh * s;
-    // -1 where there is none.
-    auto output = [&](I ka, I kb) -> int64_t {
-      const I ta = h + geo.p[1] - ka * geo.d[1], tb = w + geo.p[2] - kb * geo.d[2];
-      if (ta < 0 || tb < 0) return -1;
-      const I oh = div_stride(ta, geo.s[1]), ow = div_stride(tb, geo.s[2]);
-      if (oh * geo.s[1] != ta || oh >= geo.out[1] || ow * geo.s[2] != tb || ow >= geo.out[2])
-        return -1;
-      return ((base + oh) * geo.out[2] + ow) * by_C.d + c;
+    // The outputs whose window holds (h, w) at tap t along a dim: x + p - t * d = o * s.
+    auto output_at = [](I x, I t, I p, I d, I s, I out) -> I {
+      const I v = x + p - t * d;
+      if (v < 0) return -1;
+      const I o = div_stride(v, s);
+      return o * s == v && o < out ? o : -1;
     };
     A acc = 0;
     if constexpr (K > 0) {
-      int64_t o[kTaps], at[kTaps];
-      A gv[kTaps];
+      // Rows and columns first (at most K each, mostly one or two), then their pairs, every
+      // read issued before any is used.
+      I rows[kMax], cols[kMax];
 #pragma unroll
-      for (int j = 0; j < kTaps; ++j) o[j] = output(j / K, j % K);
-        // Only the windows that hold (h, w) are read (a few of the K * K), all before any is used.
+      for (int t = 0; t < K; ++t) {
+        rows[t] = output_at(h, t, geo.p[1], geo.d[1], geo.s[1], geo.out[1]);
+        cols[t] = output_at(w, t, geo.p[2], geo.d[2], geo.s[2], geo.out[2]);
+      }
+      int64_t at[kMax * kMax];
+      A gv[kMax * kMax];
 #pragma unroll
-      for (int j = 0; j < kTaps; ++j) {
+      for (int j = 0; j < K * K; ++j) {
+        const I oh = rows[j / K], ow = cols[j % K];
         at[j] = -1;
         gv[j] = 0;
-        if (o[j] >= 0) {
-          at[j] = idx[o[j]];
-          gv[j] = load(g[o[j]]);
+        if (oh >= 0 && ow >= 0) {
+          const I o = ((nb * geo.out[1] + oh) * geo.out[2] + ow) * by_C.d + c;
+          at[j] = idx[o];
+          gv[j] = load(g[o]);
         }
       }
 #pragma unroll
-      for (int j = 0; j < kTaps; ++j)
+      for (int j = 0; j < K * K; ++j)
         if (at[j] == pos) acc += gv[j];
     } else {
-      for (I ka = 0; ka < kh; ++ka)
+      for (I ka = 0; ka < kh; ++ka) {
+        const I oh = output_at(h, ka, geo.p[1], geo.d[1], geo.s[1], geo.out[1]);
+        if (oh < 0) continue;
         for (I kb = 0; kb < kw; ++kb) {
-          const int64_t o = output(ka, kb);
-          if (o >= 0 && idx[o] == pos) acc += static_cast<A>(load(g[o]));
+          const I ow = output_at(w, kb, geo.p[2], geo.d[2], geo.s[2], geo.out[2]);
+          if (ow < 0) continue;
+          const I o = ((nb * geo.out[1] + oh) * geo.out[2] + ow) * by_C.d + c;
+          if (idx[o] == pos) acc += static_cast<A>(load(g[o]));
         }
+      }
     }
     dx[i] = convert<T>(acc);
   }
@@ -1231,6 +1239,19 @@ void row_norm_backward(const Op& op, const Dense& d, Out out) {
 
 // ---- batch norm: per-channel statistics of x [N, C, S] ----
 
+// The pack of g at k, zero where y (batch_norm_relu's output, when given) is not positive.
+template <class T>
+__device__ inline Pack<T> masked_pack(const T* g, const T* y, int64_t k) {
+  Pack<T> p = *reinterpret_cast<const Pack<T>*>(g + k);
+  if (y) {
+    const Pack<T> yp = *reinterpret_cast<const Pack<T>*>(y + k);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (!(load(yp.v[j]) > 0)) p.v[j] = convert<T>(0.0f);
+  }
+  return p;
+}
+
 // Sums of x - K and its square, K being the channel's first element: shifting by a value near
 // the mean keeps the variance from cancelling away.
 template <class T>
@@ -1328,17 +1349,22 @@ enum class Packs { none, plane, channels };
 
 // The elementwise pass as a flat loop, with index arithmetic in I (int where it fits: 32-bit
 // division is far cheaper).
+// relu (forward): the output is max(0, value); y (gradient): g is taken as zero where y, the
+// forward's ReLU output, is not positive.
 template <class T, bool Grad, class I>
 __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs packs, const T* x,
-                                      const T* g, const Coef<acc_t<T>>* coef, T* out) {
+                                      const T* g, const T* y, bool relu, const Coef<acc_t<T>>* coef,
+                                      T* out) {
   using A = acc_t<T>;
   const I first = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x;
   const I step = static_cast<I>(gridDim.x) * blockDim.x;
-  auto value = [](const Coef<A>& k, A xv, A gv) {
-    if constexpr (Grad)
+  auto value = [relu](const Coef<A>& k, A xv, A gv) {
+    if constexpr (Grad) {
       return k.a * gv + k.b * (xv - k.m) + k.c;
-    else
-      return xv * k.a + k.b;
+    } else {
+      const A v = xv * k.a + k.b;
+      return relu && v < 0 ? A(0) : v;
+    }
   };
   if (packs != Packs::none) {
     const bool plane = packs == Packs::plane;
@@ -1355,7 +1381,7 @@ __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs p
       }
       const Pack<T> xp = reinterpret_cast<const Pack<T>*>(x)[v];
       Pack<T> gp;
-      if constexpr (Grad) gp = reinterpret_cast<const Pack<T>*>(g)[v];
+      if constexpr (Grad) gp = masked_pack(g, y, static_cast<int64_t>(v) * 4);
       Pack<T> r;
 #pragma unroll
       for (int j = 0; j < 4; ++j)
@@ -1367,16 +1393,19 @@ __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs p
   }
   for (I i = first; i < n; i += step) {
     const Coef<A> k = coef[by_C.mod(by_S.div(i))];
-    out[i] = convert<T>(value(k, load(x[i]), Grad ? static_cast<A>(load(g[i])) : A(0)));
+    A gv = 0;
+    if constexpr (Grad) gv = y && !(load(y[i]) > 0) ? A(0) : static_cast<A>(load(g[i]));
+    out[i] = convert<T>(value(k, load(x[i]), gv));
   }
 }
 
 template <class T, bool Grad>
-void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
+void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g, const T* y, bool relu,
                     const Coef<acc_t<T>>* coef, T* out) {
   const int64_t n = N * C * S;
   if (n == 0) return;
-  const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(out) && (!Grad || pack_aligned<T>(g));
+  const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(out) &&
+                       (!Grad || pack_aligned<T>(g)) && (!y || pack_aligned<T>(y));
   const Packs packs = !aligned               ? Packs::none
                       : S % 4 == 0           ? Packs::plane
                       : S == 1 && C % 4 == 0 ? Packs::channels
@@ -1384,10 +1413,10 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
   const unsigned grid = grid_for(packs != Packs::none ? n / 4 : n);
   if (n < (int64_t{1} << 31)) {
     channel_affine_kernel<T, Grad, int><<<grid, kBlock, 0, ctx().stream>>>(
-        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), packs, x, g, coef, out);
+        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), packs, x, g, y, relu, coef, out);
   } else {
     channel_affine_kernel<T, Grad, int64_t><<<grid, kBlock, 0, ctx().stream>>>(
-        n, DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x, g, coef, out);
+        n, DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x, g, y, relu, coef, out);
   }
   CUDA_LAUNCH_CHECK();
 }
@@ -1399,15 +1428,16 @@ struct BatchNormGradTerm {
   const T *g, *x;
   const P* mean;
   int64_t C, S;
+  const T* y = nullptr;  // batch_norm_relu's output: g counts only where it is positive
   __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
     const int64_t k = (n * C + c) * S + s;
-    const double gv = load(g[k]);
+    const double gv = y && !(load(y[k]) > 0) ? 0.0 : static_cast<double>(load(g[k]));
     return Sum2{gv, gv * (static_cast<double>(load(x[k])) - static_cast<double>(load(mean[c])))};
   }
   __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
     const int64_t k = (n * C + c) * S + s;
     using A = acc_t<T>;  // as ShiftedMoments::pack4
-    const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + k);
+    const Pack<T> gp = masked_pack(g, y, k);
     const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + k);
     const A m = static_cast<A>(load(mean[c]));
     A a = 0, b = 0;
@@ -1420,11 +1450,11 @@ struct BatchNormGradTerm {
     return Sum2{a, b};
   }
   struct Across4 {
-    const T *g, *x;
+    const T *g, *x, *y;
     int64_t C;
     acc_t<T> m[4];
     __device__ void operator()(int64_t n, Sum2* out) const {
-      const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + n * C);
+      const Pack<T> gp = masked_pack(g, y, n * C);
       const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + n * C);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -1434,7 +1464,7 @@ struct BatchNormGradTerm {
     }
   };
   __device__ Across4 across4(int64_t c) const {
-    Across4 a{g + c, x + c, C, {}};
+    Across4 a{g + c, x + c, y ? y + c : nullptr, C, {}};
     for (int j = 0; j < 4; ++j) a.m[j] = static_cast<acc_t<T>>(load(mean[c + j]));
     return a;
   }
@@ -1494,26 +1524,30 @@ void batch_norm_op(const Op& op, const Dense& d, Out out) {
       launch(batch_norm_coef_kernel<T, P>, C, d.ptr<P>(1), d.ptr<P>(2),
              has_w ? d.ptr<P>(3) : nullptr, has_b ? d.ptr<P>(3 + has_w) : nullptr, op.reals[0],
              coef.as<Coef<acc_t<T>>>());
-      return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, coef.as<Coef<acc_t<T>>>(),
-                                      out[0].data<T>());
+      const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
+      return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, nullptr, relu,
+                                      coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
     case OpKind::batch_norm_backward: {
-      // inputs: grad, x, mean, var[, w]; outputs: dx, dw, db
+      // inputs: grad, x, mean, var[, w][, y]; outputs: dx, dw, db
       const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
+      const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
       const Array& x = d[1];
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
       if (C == 0) return;
       const double eps = op.reals[0];
       Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
       const P *mean = d.ptr<P>(2), *var = d.ptr<P>(3);
+      const T* y = relu ? d.ptr<T>(4 + (has_w ? 1 : 0)) : nullptr;
       channel_sums<true>(
-          N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S},
+          N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S, y},
           StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var,
                                    has_w ? d.ptr<P>(4) : nullptr, eps, static_cast<double>(N * S),
                                    training, coef.as<Coef<acc_t<T>>>()},
-          pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()));
-      return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), coef.as<Coef<acc_t<T>>>(),
-                                     out[0].data<T>());
+          pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()) &&
+              (!y || pack_aligned<T>(y)));
+      return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), y, false,
+                                     coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
     default:
       unsupported(op, d[0].dtype);

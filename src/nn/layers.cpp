@@ -248,6 +248,15 @@ BatchNorm::BatchNorm(int64_t c, BatchNormArgs a, std::vector<int64_t> input_ndim
 
 Tensor BatchNorm::forward(const Tensor& x, Loc loc) {
   CallScope scope(name_, loc);
+  return run(x, false);
+}
+
+Tensor BatchNorm::forward_relu(const Tensor& x, Loc loc) {
+  CallScope scope(name_, loc);
+  return run(x, true);
+}
+
+Tensor BatchNorm::run(const Tensor& x, bool relu) {
   check_defined(x);
   if (std::find(input_ndims_.begin(), input_ndims_.end(), x.ndim()) == input_ndims_.end()) {
     std::string dims;
@@ -265,7 +274,8 @@ Tensor BatchNorm::forward(const Tensor& x, Loc loc) {
       num_batches_tracked += 1;
     }
   }
-  return batch_norm(x, opt(weight), opt(bias), training(), st, args.eps);
+  return relu ? batch_norm_relu(x, opt(weight), opt(bias), training(), st, args.eps)
+              : batch_norm(x, opt(weight), opt(bias), training(), st, args.eps);
 }
 
 LayerNorm::LayerNorm(Ints shape, double eps, bool affine, bool has_bias, Loc loc)

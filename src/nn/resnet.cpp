@@ -67,7 +67,7 @@ BasicBlock::BasicBlock(int64_t inplanes, int64_t planes, int64_t stride,
 
 Tensor BasicBlock::forward(const Tensor& x, Loc loc) {
   CallScope scope("BasicBlock", loc);
-  Tensor out = relu(bn1(conv1(x)));
+  Tensor out = bn1->forward_relu(conv1(x));
   out = bn2(conv2(out));
   return relu(out + (downsample ? (*downsample)(x) : x));
 }
@@ -86,8 +86,8 @@ Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride,
 
 Tensor Bottleneck::forward(const Tensor& x, Loc loc) {
   CallScope scope("Bottleneck", loc);
-  Tensor out = relu(bn1(conv1(x)));
-  out = relu(bn2(conv2(out)));
+  Tensor out = bn1->forward_relu(conv1(x));
+  out = bn2->forward_relu(conv2(out));
   out = bn3(conv3(out));
   return relu(out + (downsample ? (*downsample)(x) : x));
 }
@@ -130,7 +130,7 @@ Tensor ResNet::forward(const Tensor& x, Loc loc) {
   check_defined(x);
   if (x.ndim() != 4 || x.shape()[1] != 3)
     fail("expected images [N, 3, H, W], got ", shape_str(x.shape()));
-  Tensor y = maxpool(relu(bn1(conv1(x))));
+  Tensor y = maxpool(bn1->forward_relu(conv1(x)));
   y = (*layer4)((*layer3)((*layer2)((*layer1)(y))));
   return fc(flatten(avgpool(y), 1));
 }
