@@ -543,22 +543,24 @@ Tensor batch_norm_any(const Tensor& x, const std::optional<Tensor>& weight,
   std::vector<Tensor> in{x3, mean, var};
   if (w) in.push_back(*w);
   if (b) in.push_back(*b);
-  const Tensor y3 = dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0, relu ? 1 : 0}, {eps}},
-                             in, {{s3, x.dtype()}})[0];
-  Tensor y = from3(y3);
+  Tensor y = from3(dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0, relu ? 1 : 0}, {eps}}, in,
+                            {{s3, x.dtype()}})[0]);
   std::vector<Tensor> grad_in{x};
   if (w) grad_in.push_back(*w);
   if (b) grad_in.push_back(*b);
   std::vector<Tensor> saved{x3.detach(), mean, var};
   if (w) saved.push_back(w->detach());
-  if (relu) saved.push_back(y3);
+  // The ReLU's gradient needs to know where the output was positive: the backward recomputes
+  // that from x and the coefficients, cheaper than reading the output back.
+  if (relu && b) saved.push_back(b->detach());
   const bool has_w = w.has_value(), has_b = b.has_value();
   return with_grad(y, grad_in, [=](const Tensor& g) {
     std::vector<Tensor> bin{as3(g)};
     bin.insert(bin.end(), saved.begin(), saved.end());
-    auto d = dispatch(
-        Op{OpKind::batch_norm_backward, {batch_stats ? 1 : 0, has_w ? 1 : 0, relu ? 1 : 0}, {eps}},
-        bin, {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
+    auto d = dispatch(Op{OpKind::batch_norm_backward,
+                         {batch_stats ? 1 : 0, has_w ? 1 : 0, relu ? 1 : 0, relu && has_b ? 1 : 0},
+                         {eps}},
+                      bin, {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
     Grads out{from3(d[0])};
     if (has_w) out.push_back(d[1]);
     if (has_b) out.push_back(d[2]);

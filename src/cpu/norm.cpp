@@ -172,11 +172,10 @@ void batch_norm_backward(const Op& op, In in, Out out) {
   Dense<C> g(in[0]), x(in[1]), mean(in[2]), var(in[3]);
   const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
   const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
-  std::optional<Dense<C>> w, y;
+  const bool has_b = op.ints.size() > 3 && op.ints[3] != 0;
+  std::optional<Dense<C>> w, b;
   if (has_w) w.emplace(in[4]);
-  if (relu) y.emplace(in[4 + has_w]);
-  // The gradient reaching batch norm: through the ReLU, zero where its output is.
-  auto grad = [&](int64_t j) { return y && !((*y)[j] > 0) ? C(0) : g[j]; };
+  if (has_b) b.emplace(in[4 + has_w]);
   const double eps = op.reals[0];
   Result<C> dx(out[0]), dw(out[1]), db(out[2]);
   const int64_t N = in[1].shape[0], Ch = in[1].shape[1], S = in[1].shape[2];
@@ -184,6 +183,12 @@ void batch_norm_backward(const Op& op, In in, Out out) {
   parallel_for(Ch, N * Ch * S * 3, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const double m = mean[c], s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
+      // The gradient reaching batch norm: through the ReLU (batch_norm_relu), zero where the
+      // forward's output, recomputed as batch_norm_forward computes it, was not positive.
+      const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
+      const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
+                                     static_cast<double>(mean[c]) * scale);
+      auto grad = [&](int64_t j) { return relu && !(x[j] * scale + shift > 0) ? C(0) : g[j]; };
       double sg = 0, sgx = 0;
       for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < S; ++i) {

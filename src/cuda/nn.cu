@@ -1239,19 +1239,6 @@ void row_norm_backward(const Op& op, const Dense& d, Out out) {
 
 // ---- batch norm: per-channel statistics of x [N, C, S] ----
 
-// The pack of g at k, zero where y (batch_norm_relu's output, when given) is not positive.
-template <class T>
-__device__ inline Pack<T> masked_pack(const T* g, const T* y, int64_t k) {
-  Pack<T> p = *reinterpret_cast<const Pack<T>*>(g + k);
-  if (y) {
-    const Pack<T> yp = *reinterpret_cast<const Pack<T>*>(y + k);
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      if (!(load(yp.v[j]) > 0)) p.v[j] = convert<T>(0.0f);
-  }
-  return p;
-}
-
 // Sums of x - K and its square, K being the channel's first element: shifting by a value near
 // the mean keeps the variance from cancelling away.
 template <class T>
@@ -1330,6 +1317,13 @@ struct Coef {
   A a, b, c, m;
 };
 
+// g where batch_norm_relu's output x * f.a + f.b (f: the forward's coefficients) is positive,
+// else 0: its ReLU's gradient, recomputed from x (read anyway) rather than read from the output.
+template <class A>
+__device__ inline A through_relu(const Coef<A>* f, const Coef<A>& k, A xv, A gv) {
+  return f && !(xv * k.a + k.b > 0) ? A(0) : gv;
+}
+
 template <class T, class P>
 __global__ void batch_norm_coef_kernel(int64_t C, const P* mean, const P* var, const P* w,
                                        const P* b, double eps, Coef<acc_t<T>>* coef) {
@@ -1349,12 +1343,12 @@ enum class Packs { none, plane, channels };
 
 // The elementwise pass as a flat loop, with index arithmetic in I (int where it fits: 32-bit
 // division is far cheaper).
-// relu (forward): the output is max(0, value); y (gradient): g is taken as zero where y, the
-// forward's ReLU output, is not positive.
+// relu (forward): the output is max(0, value); fwd (gradient, batch_norm_relu): the forward's
+// coefficients, g taken as zero where its output was not positive.
 template <class T, bool Grad, class I>
 __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs packs, const T* x,
-                                      const T* g, const T* y, bool relu, const Coef<acc_t<T>>* coef,
-                                      T* out) {
+                                      const T* g, const Coef<acc_t<T>>* fwd, bool relu,
+                                      const Coef<acc_t<T>>* coef, T* out) {
   using A = acc_t<T>;
   const I first = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x;
   const I step = static_cast<I>(gridDim.x) * blockDim.x;
@@ -1370,42 +1364,49 @@ __global__ void channel_affine_kernel(I n, DivBy<I> by_C, DivBy<I> by_S, Packs p
     const bool plane = packs == Packs::plane;
     // The pack's coefficients, loaded again only when its first channel changes (with grid
     // strides a multiple of C, never).
-    Coef<A> k[4];
+    Coef<A> k[4], f[4];
     I at = -1;
     for (I v = first; v < n / 4; v += step) {
       const I c0 = plane ? by_C.mod(by_S.div(v * 4)) : by_C.mod(v * 4);
       if (c0 != at) {
         at = c0;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) k[j] = coef[plane ? c0 : c0 + j];
+        for (int j = 0; j < 4; ++j) {
+          k[j] = coef[plane ? c0 : c0 + j];
+          if (fwd) f[j] = fwd[plane ? c0 : c0 + j];
+        }
       }
       const Pack<T> xp = reinterpret_cast<const Pack<T>*>(x)[v];
       Pack<T> gp;
-      if constexpr (Grad) gp = masked_pack(g, y, static_cast<int64_t>(v) * 4);
+      if constexpr (Grad) gp = reinterpret_cast<const Pack<T>*>(g)[v];
       Pack<T> r;
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
-        r.v[j] =
-            convert<T>(value(k[j], load(xp.v[j]), Grad ? static_cast<A>(load(gp.v[j])) : A(0)));
+      for (int j = 0; j < 4; ++j) {
+        const A xv = load(xp.v[j]);
+        A gv = 0;
+        if constexpr (Grad) gv = through_relu(fwd, f[j], xv, static_cast<A>(load(gp.v[j])));
+        r.v[j] = convert<T>(value(k[j], xv, gv));
+      }
       reinterpret_cast<Pack<T>*>(out)[v] = r;
     }
     return;
   }
   for (I i = first; i < n; i += step) {
-    const Coef<A> k = coef[by_C.mod(by_S.div(i))];
+    const I c = by_C.mod(by_S.div(i));
+    const Coef<A> k = coef[c];
+    const A xv = load(x[i]);
     A gv = 0;
-    if constexpr (Grad) gv = y && !(load(y[i]) > 0) ? A(0) : static_cast<A>(load(g[i]));
-    out[i] = convert<T>(value(k, load(x[i]), gv));
+    if constexpr (Grad) gv = through_relu(fwd, fwd ? fwd[c] : k, xv, static_cast<A>(load(g[i])));
+    out[i] = convert<T>(value(k, xv, gv));
   }
 }
 
 template <class T, bool Grad>
-void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g, const T* y, bool relu,
-                    const Coef<acc_t<T>>* coef, T* out) {
+void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
+                    const Coef<acc_t<T>>* fwd, bool relu, const Coef<acc_t<T>>* coef, T* out) {
   const int64_t n = N * C * S;
   if (n == 0) return;
-  const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(out) &&
-                       (!Grad || pack_aligned<T>(g)) && (!y || pack_aligned<T>(y));
+  const bool aligned = pack_aligned<T>(x) && pack_aligned<T>(out) && (!Grad || pack_aligned<T>(g));
   const Packs packs = !aligned               ? Packs::none
                       : S % 4 == 0           ? Packs::plane
                       : S == 1 && C % 4 == 0 ? Packs::channels
@@ -1413,10 +1414,10 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g, con
   const unsigned grid = grid_for(packs != Packs::none ? n / 4 : n);
   if (n < (int64_t{1} << 31)) {
     channel_affine_kernel<T, Grad, int><<<grid, kBlock, 0, ctx().stream>>>(
-        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), packs, x, g, y, relu, coef, out);
+        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), packs, x, g, fwd, relu, coef, out);
   } else {
     channel_affine_kernel<T, Grad, int64_t><<<grid, kBlock, 0, ctx().stream>>>(
-        n, DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x, g, y, relu, coef, out);
+        n, DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x, g, fwd, relu, coef, out);
   }
   CUDA_LAUNCH_CHECK();
 }
@@ -1425,47 +1426,57 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g, con
 // eps) once per channel rather than once per element.
 template <class T, class P>
 struct BatchNormGradTerm {
+  using A = acc_t<T>;
   const T *g, *x;
   const P* mean;
   int64_t C, S;
-  const T* y = nullptr;  // batch_norm_relu's output: g counts only where it is positive
+  const Coef<A>* fwd = nullptr;  // batch_norm_relu: g counts only where its output was positive
   __device__ Sum2 operator()(int64_t c, int64_t n, int64_t s) const {
     const int64_t k = (n * C + c) * S + s;
-    const double gv = y && !(load(y[k]) > 0) ? 0.0 : static_cast<double>(load(g[k]));
-    return Sum2{gv, gv * (static_cast<double>(load(x[k])) - static_cast<double>(load(mean[c])))};
+    const A xv = load(x[k]);
+    const double gv = through_relu(fwd, fwd ? fwd[c] : Coef<A>{}, xv, static_cast<A>(load(g[k])));
+    return Sum2{gv, gv * (static_cast<double>(xv) - static_cast<double>(load(mean[c])))};
   }
   __device__ Sum2 pack4(int64_t c, int64_t n, int64_t s) const {
     const int64_t k = (n * C + c) * S + s;
-    using A = acc_t<T>;  // as ShiftedMoments::pack4
-    const Pack<T> gp = masked_pack(g, y, k);
+    // As ShiftedMoments::pack4.
+    const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + k);
     const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + k);
     const A m = static_cast<A>(load(mean[c]));
+    const Coef<A> f = fwd ? fwd[c] : Coef<A>{};
     A a = 0, b = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const A gv = static_cast<A>(load(gp.v[j]));
+      const A xv = load(xp.v[j]);
+      const A gv = through_relu(fwd, f, xv, static_cast<A>(load(gp.v[j])));
       a += gv;
-      b += gv * (static_cast<A>(load(xp.v[j])) - m);
+      b += gv * (xv - m);
     }
     return Sum2{a, b};
   }
   struct Across4 {
-    const T *g, *x, *y;
+    const T *g, *x;
+    const Coef<A>* fwd;
     int64_t C;
-    acc_t<T> m[4];
+    A m[4];
+    Coef<A> f[4];
     __device__ void operator()(int64_t n, Sum2* out) const {
-      const Pack<T> gp = masked_pack(g, y, n * C);
+      const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + n * C);
       const Pack<T> xp = *reinterpret_cast<const Pack<T>*>(x + n * C);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const acc_t<T> gv = load(gp.v[j]);
-        out[j] = Sum2{gv, gv * (static_cast<acc_t<T>>(load(xp.v[j])) - m[j])};
+        const A xv = load(xp.v[j]);
+        const A gv = through_relu(fwd, f[j], xv, static_cast<A>(load(gp.v[j])));
+        out[j] = Sum2{gv, gv * (xv - m[j])};
       }
     }
   };
   __device__ Across4 across4(int64_t c) const {
-    Across4 a{g + c, x + c, y ? y + c : nullptr, C, {}};
-    for (int j = 0; j < 4; ++j) a.m[j] = static_cast<acc_t<T>>(load(mean[c + j]));
+    Across4 a{g + c, x + c, fwd, C, {}, {}};
+    for (int j = 0; j < 4; ++j) {
+      a.m[j] = static_cast<A>(load(mean[c + j]));
+      if (fwd) a.f[j] = fwd[c + j];
+    }
     return a;
   }
 };
@@ -1529,24 +1540,32 @@ void batch_norm_op(const Op& op, const Dense& d, Out out) {
                                       coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
     case OpKind::batch_norm_backward: {
-      // inputs: grad, x, mean, var[, w][, y]; outputs: dx, dw, db
+      // inputs: grad, x, mean, var[, w][, b]; outputs: dx, dw, db
       const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
       const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
+      const bool has_b = op.ints.size() > 3 && op.ints[3] != 0;
       const Array& x = d[1];
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
       if (C == 0) return;
       const double eps = op.reals[0];
       Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
       const P *mean = d.ptr<P>(2), *var = d.ptr<P>(3);
-      const T* y = relu ? d.ptr<T>(4 + (has_w ? 1 : 0)) : nullptr;
+      const P* w = has_w ? d.ptr<P>(4) : nullptr;
+      // batch_norm_relu: the forward's coefficients, to know where its output was positive.
+      Buffer fwd_coef(relu ? static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>) : 0);
+      const Coef<acc_t<T>>* fwd = nullptr;
+      if (relu) {
+        launch(batch_norm_coef_kernel<T, P>, C, mean, var, w,
+               has_b ? d.ptr<P>(4 + (has_w ? 1 : 0)) : nullptr, eps, fwd_coef.as<Coef<acc_t<T>>>());
+        fwd = fwd_coef.as<Coef<acc_t<T>>>();
+      }
       channel_sums<true>(
-          N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S, y},
+          N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S, fwd},
           StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var,
                                    has_w ? d.ptr<P>(4) : nullptr, eps, static_cast<double>(N * S),
                                    training, coef.as<Coef<acc_t<T>>>()},
-          pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()) &&
-              (!y || pack_aligned<T>(y)));
-      return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), y, false,
+          pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()));
+      return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), fwd, false,
                                      coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
     default:
