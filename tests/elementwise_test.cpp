@@ -180,6 +180,24 @@ std::string dims(const Shape& s) {
 
 std::vector<double> as_doubles(const std::vector<bool>& v) { return {v.begin(), v.end()}; }
 
+// add_relu(a, b) = relu(a + b) in one op: values by hand (with broadcasting and each dtype),
+// the layout of a channels-last operand kept, gradients by finite differences.
+TEST_P(Elementwise, AddReluIsTheReluOfTheSum) {
+  Tensor a = Tensor(std::vector<float>{1.5f, -2, 0.25f, -0.5f, 3, -1}, {2, 3});
+  Tensor b = Tensor(std::vector<float>{-1, 1, 0.5f}, {3});
+  expect_close(add_relu(a, b), {0.5, 0, 0.75, 0, 4, 0}, 0);
+  for (DType dt : {f64, f16, bf16, i32}) {
+    Tensor x = (randn({4, 5}) * 3).cast(dt), y = (randn({4, 5}) * 3).cast(dt);
+    expect_tensors_close(add_relu(x, y), relu(x + y), 0, dtype_name(dt).data());
+  }
+  Tensor xc = to_channels_last(randn({2, 3, 4, 5})), yc = to_channels_last(randn({2, 3, 4, 5}));
+  Tensor z = add_relu(xc, yc);
+  EXPECT_TRUE(is_channels_last(z));
+  expect_tensors_close(z, relu(xc.contiguous() + yc.contiguous()), 0, "channels-last");
+  check_gradients([](const std::vector<Tensor>& in) { return add_relu(in[0], in[1]); },
+                  {randn({3, 4}), randn({4})});
+}
+
 }  // namespace
 
 // ---- unary ----

@@ -86,6 +86,8 @@ Tensor operator&&(const Operand& a, const Operand& b);
 Tensor operator||(const Operand& a, const Operand& b);
 Tensor operator!(const Operand& a);
 Tensor add(const Operand& a, const Operand& b);
+// relu(a + b) in one pass: a residual connection's sum and its ReLU.
+Tensor add_relu(const Operand& a, const Operand& b);
 Tensor sub(const Operand& a, const Operand& b);
 Tensor mul(const Operand& a, const Operand& b);
 Tensor div(const Operand& a, const Operand& b);

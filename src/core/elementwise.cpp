@@ -75,6 +75,11 @@ Tensor binary(const char* name, OpKind kind, const Operand& a, const Operand& b)
   switch (kind) {
     case OpKind::add:
       return with_grad(out, {x, y}, [fit](const Tensor& g) { return fit(g, g); });
+    case OpKind::add_relu:
+      return with_grad(out, {x, y}, [fit, o = out.detach()](const Tensor& g) {
+        Tensor gs = relu_grad(o, g);
+        return fit(gs, gs);
+      });
     case OpKind::sub:
       return with_grad(out, {x, y}, [fit](const Tensor& g) { return fit(g, -g); });
     case OpKind::mul:
@@ -257,6 +262,9 @@ Tensor isnan(const Tensor& x, Loc loc) {
 // ---- binary ----
 
 Tensor add(const Operand& a, const Operand& b) { return binary("add", OpKind::add, a, b); }
+Tensor add_relu(const Operand& a, const Operand& b) {
+  return binary("add_relu", OpKind::add_relu, a, b);
+}
 Tensor sub(const Operand& a, const Operand& b) { return binary("sub", OpKind::sub, a, b); }
 Tensor mul(const Operand& a, const Operand& b) { return binary("mul", OpKind::mul, a, b); }
 Tensor div(const Operand& a, const Operand& b) { return binary("div", OpKind::div, a, b); }

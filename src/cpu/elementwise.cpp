@@ -310,6 +310,8 @@ void binary_kernel(const Op& op, const Array& a, const Array& b, const Array& o)
         return arith([](C x, C y) { return (x < y || x != x) ? x : y; });
       case OpKind::relu_backward:
         return arith([](C y, C g) { return y > C(0) ? g : C(0); });
+      case OpKind::add_relu:
+        return arith([](C x, C y) { return x + y < C(0) ? C(0) : x + y; });
       default:
         break;
     }

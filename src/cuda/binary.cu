@@ -58,6 +58,7 @@ CRISP_BINARY(And, bool, x != C(0) && y != C(0))
 CRISP_BINARY(Or, bool, x != C(0) || y != C(0))
 CRISP_BINARY(Xor, bool, (x != C(0)) != (y != C(0)))
 CRISP_BINARY(ReluBackward, C, x > C(0) ? y : C(0))
+CRISP_BINARY(AddRelu, C, x + y < C(0) ? C(0) : x + y)
 #undef CRISP_BINARY
 
 // float32 pow in single precision: the double path costs far more and float needs no more.
@@ -145,6 +146,8 @@ void binary(const Op& op, In in, Out out) {
           return arith(Minimum{});
         case OpKind::relu_backward:
           return arith(ReluBackward{});
+        case OpKind::add_relu:
+          return arith(AddRelu{});
         default:
           break;
       }

@@ -69,7 +69,7 @@ Tensor BasicBlock::forward(const Tensor& x, Loc loc) {
   CallScope scope("BasicBlock", loc);
   Tensor out = bn1->forward_relu(conv1(x));
   out = bn2(conv2(out));
-  return relu(out + (downsample ? (*downsample)(x) : x));
+  return add_relu(out, downsample ? (*downsample)(x) : x);
 }
 
 Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride,
@@ -89,7 +89,7 @@ Tensor Bottleneck::forward(const Tensor& x, Loc loc) {
   Tensor out = bn1->forward_relu(conv1(x));
   out = bn2->forward_relu(conv2(out));
   out = bn3(conv3(out));
-  return relu(out + (downsample ? (*downsample)(x) : x));
+  return add_relu(out, downsample ? (*downsample)(x) : x);
 }
 
 ResNet::ResNet(int depth_, int64_t num_classes, Loc loc)
