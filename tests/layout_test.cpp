@@ -185,12 +185,13 @@ TEST_P(Layout, PoolingKeepsChannelsLast) {
   check_gradients(f, {randn({2, 3, 4, 4})});
 }
 
-// ResNet-18 in both layouts from the same weights: the same loss and parameter gradients. The
-// layouts sum in different orders (other cuDNN kernels), and batch norm over few values per
-// channel magnifies the difference: each gradient is compared as a whole, by relative norm.
+// ResNet-18 in both layouts from the same weights: the same loss and parameter gradients. In
+// float64: the layouts sum in different orders, and in float32 batch norm over the few values
+// per channel of the last stages magnifies that past any tolerance that would still test much.
 TEST_P(Layout, ResNetInChannelsLastMatchesTheUsualLayout) {
   auto m = vision::resnet18(10);
-  Tensor x = randn({4, 3, 64, 64});
+  m->to(f64);
+  Tensor x = randn({4, 3, 32, 32}, f64);
   Tensor target = Tensor(std::vector<int64_t>{3, 7, 0, 9}, {4});
   auto run = [&](const Tensor& input) {
     m->zero_grad();
@@ -202,14 +203,14 @@ TEST_P(Layout, ResNetInChannelsLastMatchesTheUsualLayout) {
   };
   auto [loss, grads] = run(x);
   auto [loss_cl, grads_cl] = run(to_channels_last(x));
-  expect_tensors_close(loss_cl, loss, 1e-4, "loss");
+  expect_tensors_close(loss_cl, loss, 1e-12, "loss");
   ASSERT_EQ(grads.size(), grads_cl.size());
   for (size_t i = 0; i < grads.size(); ++i) {
     ASSERT_EQ(grads_cl[i].shape(), grads[i].shape());
     const Tensor d = grads_cl[i] - grads[i];
     const double diff = (d * d).sum().item<double>();
     const double norm = (grads[i] * grads[i]).sum().item<double>();
-    EXPECT_LE(std::sqrt(diff), 1e-3 * std::sqrt(norm)) << "parameter " << i;
+    EXPECT_LE(std::sqrt(diff), 1e-9 * std::sqrt(norm)) << "parameter " << i;
   }
 }
 
