@@ -163,26 +163,32 @@ TEST_P(Layout, BatchNormInChannelsLastMatchesTheUsualLayout) {
 }
 
 TEST_P(Layout, PoolingKeepsChannelsLast) {
+  // Three channels, and eight (the CUDA gradient's four-channel path), each with ResNet's window,
+  // a 2 x 2 one, and one the kernels do not unroll, with dilation.
+  const std::vector<PoolOptions> windows{
+      {.kernel = {3}, .stride = {2}, .padding = {1}},
+      {.kernel = {2}, .stride = {1}},
+      {.kernel = {3, 2}, .stride = {1, 2}, .padding = {1}, .dilation = {2, 1}}};
+  for (int64_t C : {3, 8})
+    for (const PoolOptions& opt : windows) {
+      Tensor x = randn({2, C, 8, 7});
+      Tensor xg = x.detach().requires_grad_(), xcg = to_channels_last(x).requires_grad_();
+      Tensor m = max_pool2d(xg, opt), mc = max_pool2d(xcg, opt);
+      EXPECT_TRUE(is_channels_last(mc));
+      expect_tensors_close(mc, m, 0, "max");
+      Tensor go = randn(m.shape());
+      expect_tensors_close(grad(mc, {xcg}, go)[0], grad(m, {xg}, go)[0], 1e-6, "gradient");
+    }
   Tensor x = randn({2, 3, 8, 7});
-  Tensor xc = to_channels_last(x);
-  Tensor m = max_pool2d(xc, {.kernel = {3}, .stride = {2}, .padding = {1}});
-  EXPECT_TRUE(is_channels_last(m));
-  expect_tensors_close(m, max_pool2d(x, {.kernel = {3}, .stride = {2}, .padding = {1}}), 0, "max");
-  // A window the CUDA kernels do not unroll, with dilation: the same values and gradients.
-  const PoolOptions odd{.kernel = {3, 2}, .stride = {1, 2}, .padding = {1}, .dilation = {2, 1}};
-  Tensor xg = x.detach().requires_grad_(), xcg = to_channels_last(x).requires_grad_();
-  Tensor mo = max_pool2d(xg, odd), mc = max_pool2d(xcg, odd);
-  EXPECT_TRUE(is_channels_last(mc));
-  expect_tensors_close(mc, mo, 0, "odd window");
-  Tensor go = randn(mo.shape());
-  expect_tensors_close(grad(mc, {xcg}, go)[0], grad(mo, {xg}, go)[0], 1e-6, "odd window gradient");
-  Tensor a = avg_pool2d(xc, {.kernel = {2}});
+  Tensor a = avg_pool2d(to_channels_last(x), {.kernel = {2}});
   EXPECT_TRUE(is_channels_last(a));
   expect_tensors_close(a, avg_pool2d(x, {.kernel = {2}}), 1e-6, "average");
-  auto f = [](const std::vector<Tensor>& in) {
-    return max_pool2d(to_channels_last(in[0]), {.kernel = {2}, .stride = {1}});
-  };
-  check_gradients(f, {randn({2, 3, 4, 4})});
+  for (int64_t C : {3, 4}) {
+    auto f = [](const std::vector<Tensor>& in) {
+      return max_pool2d(to_channels_last(in[0]), {.kernel = {2}, .stride = {1}});
+    };
+    check_gradients(f, {randn({2, C, 4, 4})});
+  }
 }
 
 // ResNet-18 in both layouts from the same weights: the same loss and parameter gradients. In

@@ -905,15 +905,19 @@ __global__ void max_pool_nhwc_kernel(I n, const T* x, T* y, int64_t* idx, DivBy<
 }
 
 // Its gradient, gathered: each element of dx [N, H, W, C] adds up the gradients of the windows
-// whose maximum it is (in window order, so sums repeat run to run). K as above.
-template <class T, class I, int K>
+// whose maximum it is (in window order, so sums repeat run to run). K as above. Each thread
+// takes V adjacent channels (V = 4: C a multiple of 4 and the arrays aligned for packs), which
+// share the index arithmetic that otherwise bounds the kernel; n counts such groups and by_group
+// divides by C / V.
+template <class T, class I, int K, int V>
 __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* idx, T* dx,
-                                              DivBy<I> by_C, PoolIndex<I> geo) {
+                                              DivBy<I> by_group, PoolIndex<I> geo) {
   using A = acc_t<T>;
   constexpr int kMax = K > 0 ? K : 1;
   const I kh = K > 0 ? K : geo.k[1], kw = K > 0 ? K : geo.k[2];
+  const I C = by_group.d * V;
   CRISP_GRID_STRIDE_AS(I, i, n) {
-    const I q = by_C.div(i), c = i - q * by_C.d;
+    const I q = by_group.div(i), c = (i - q * by_group.d) * V;
     const I q2 = geo.by_in2.div(q), w = q - q2 * geo.in[2];
     const I nb = geo.by_in1.div(q2), h = q2 - nb * geo.in[1];
     const I pos = h * geo.in[2] + w;
@@ -924,45 +928,52 @@ __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* id
       const I o = div_stride(v, s);
       return o * s == v && o < out ? o : -1;
     };
-    A acc = 0;
+    A acc[V] = {};
+    // Adds output o's gradients (channels c ..) where (h, w) was its maximum.
+    auto take = [&](I o) {
+      if constexpr (V == 1) {
+        if (idx[o] == pos) acc[0] += static_cast<A>(load(g[o]));
+      } else {
+        const longlong2 lo = *reinterpret_cast<const longlong2*>(idx + o);
+        const longlong2 hi = *reinterpret_cast<const longlong2*>(idx + o + 2);
+        const Pack<T> gp = *reinterpret_cast<const Pack<T>*>(g + o);
+        const long long at[4] = {lo.x, lo.y, hi.x, hi.y};
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          if (at[j] == pos) acc[j] += static_cast<A>(load(gp.v[j]));
+      }
+    };
     if constexpr (K > 0) {
-      // Rows and columns first (at most K each, mostly one or two), then their pairs, every
-      // read issued before any is used.
+      // Rows and columns first (at most K each, mostly one or two), then their pairs.
       I rows[kMax], cols[kMax];
 #pragma unroll
       for (int t = 0; t < K; ++t) {
         rows[t] = output_at(h, t, geo.p[1], geo.d[1], geo.s[1], geo.out[1]);
         cols[t] = output_at(w, t, geo.p[2], geo.d[2], geo.s[2], geo.out[2]);
       }
-      int64_t at[kMax * kMax];
-      A gv[kMax * kMax];
 #pragma unroll
       for (int j = 0; j < K * K; ++j) {
         const I oh = rows[j / K], ow = cols[j % K];
-        at[j] = -1;
-        gv[j] = 0;
-        if (oh >= 0 && ow >= 0) {
-          const I o = ((nb * geo.out[1] + oh) * geo.out[2] + ow) * by_C.d + c;
-          at[j] = idx[o];
-          gv[j] = load(g[o]);
-        }
+        if (oh >= 0 && ow >= 0) take(((nb * geo.out[1] + oh) * geo.out[2] + ow) * C + c);
       }
-#pragma unroll
-      for (int j = 0; j < K * K; ++j)
-        if (at[j] == pos) acc += gv[j];
     } else {
       for (I ka = 0; ka < kh; ++ka) {
         const I oh = output_at(h, ka, geo.p[1], geo.d[1], geo.s[1], geo.out[1]);
         if (oh < 0) continue;
         for (I kb = 0; kb < kw; ++kb) {
           const I ow = output_at(w, kb, geo.p[2], geo.d[2], geo.s[2], geo.out[2]);
-          if (ow < 0) continue;
-          const I o = ((nb * geo.out[1] + oh) * geo.out[2] + ow) * by_C.d + c;
-          if (idx[o] == pos) acc += static_cast<A>(load(g[o]));
+          if (ow >= 0) take(((nb * geo.out[1] + oh) * geo.out[2] + ow) * C + c);
         }
       }
     }
-    dx[i] = convert<T>(acc);
+    if constexpr (V == 1) {
+      dx[i] = convert<T>(acc[0]);
+    } else {
+      Pack<T> r;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) r.v[j] = convert<T>(acc[j]);
+      *reinterpret_cast<Pack<T>*>(dx + q * C + c) = r;
+    }
   }
 }
 
@@ -995,8 +1006,18 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
               PoolIndex<I>(geo));
         } else {
           const Array idx = stored(in[1], keep1);
-          max_pool_nhwc_backward_kernel<T, I, K><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-              count, a.data<T>(), idx.data<int64_t>(), out[0].data<T>(), by_C, PoolIndex<I>(geo));
+          const T* gp = a.data<T>();
+          const int64_t* ip = idx.data<int64_t>();
+          T* dp = out[0].data<T>();
+          if (C % 4 == 0 && pack_aligned<T>(gp) && pack_aligned<T>(dp) &&
+              reinterpret_cast<uintptr_t>(ip) % 16 == 0) {
+            max_pool_nhwc_backward_kernel<T, I, K, 4><<<grid_for(n / 4), kBlock, 0, ctx().stream>>>(
+                static_cast<I>(n / 4), gp, ip, dp, DivBy<I>(static_cast<I>(C / 4)),
+                PoolIndex<I>(geo));
+          } else {
+            max_pool_nhwc_backward_kernel<T, I, K, 1><<<grid_for(n), kBlock, 0, ctx().stream>>>(
+                count, gp, ip, dp, by_C, PoolIndex<I>(geo));
+          }
         }
         CUDA_LAUNCH_CHECK();
       };
