@@ -54,6 +54,10 @@ Shape contiguous_strides(const Shape& shape);
 int64_t numel_of(const Shape& shape);
 // a with its axes in order: the same memory seen another way.
 Array permuted(const Array& a, std::span<const int64_t> order);
+// The channels-last layout's axis orders for [N, C, *spatial] of ndim axes: to the stored order
+// [N, *spatial, C] ({0, 2, ..., ndim - 1, 1}) and back ({0, ndim - 1, 1, ..., ndim - 2}).
+std::vector<int64_t> channels_last_order(int64_t ndim);
+std::vector<int64_t> channels_first_order(int64_t ndim);
 
 // Every primitive a backend implements (the list and its families: op_kinds.inc).
 enum class OpKind : uint16_t {

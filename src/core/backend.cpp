@@ -38,6 +38,19 @@ Array permuted(const Array& a, std::span<const int64_t> order) {
   return p;
 }
 
+std::vector<int64_t> channels_last_order(int64_t ndim) {
+  std::vector<int64_t> order{0};
+  for (int64_t i = 2; i < ndim; ++i) order.push_back(i);
+  order.push_back(1);
+  return order;
+}
+
+std::vector<int64_t> channels_first_order(int64_t ndim) {
+  std::vector<int64_t> order{0, ndim - 1};
+  for (int64_t i = 1; i < ndim - 1; ++i) order.push_back(i);
+  return order;
+}
+
 bool Array::is_contiguous() const {
   int64_t acc = 1;
   for (size_t i = shape.size(); i-- > 0;) {

@@ -130,13 +130,6 @@ Tensor broadcast_view(const Tensor& x, const Shape& shape) {
   return make_view(x, shape, std::move(strides), a.offset);
 }
 
-std::vector<int64_t> channels_last_order(int64_t ndim) {
-  std::vector<int64_t> order{0};
-  for (int64_t i = 2; i < ndim; ++i) order.push_back(i);
-  order.push_back(1);
-  return order;
-}
-
 Tensor permuted(const Tensor& x, const std::vector<int64_t>& order) {
   const Array& a = x.impl()->array;
   Shape shape, strides;

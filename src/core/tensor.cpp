@@ -279,15 +279,25 @@ Tensor to_channels_last(const Tensor& x, Loc loc) {
   check_defined(x);
   if (x.ndim() < 3) fail("expected [N, C, *spatial], got ", shape_str(x.shape()));
   if (is_channels_last(x)) return x;
-  // permute's inverse: axis 1 comes back from the end.
-  std::vector<int64_t> back{0, x.ndim() - 1};
-  for (int64_t i = 1; i < x.ndim() - 1; ++i) back.push_back(i);
-  return permute(permute(x, channels_last_order(x.ndim())).contiguous(), back);
+  return permute(permute(x, channels_last_order(x.ndim())).contiguous(),
+                 channels_first_order(x.ndim()));
 }
 
+// Elementwise ops ask this of every 4-d operand: the strides are checked in place, in the
+// stored order (C, then the spatial axes from the last, then N), with no view built.
 bool is_channels_last(const Tensor& x) {
   if (!x.defined() || x.ndim() < 3 || x.is_contiguous()) return false;
-  return permuted(x, channels_last_order(x.ndim())).is_contiguous();
+  const Array& a = x.impl()->array;
+  int64_t expected = 1;
+  auto fits = [&](size_t i) {
+    if (a.shape[i] != 1 && a.strides[i] != expected) return false;
+    expected *= a.shape[i];
+    return true;
+  };
+  if (!fits(1)) return false;
+  for (size_t i = a.shape.size(); i-- > 2;)
+    if (!fits(i)) return false;
+  return fits(0);
 }
 
 Tensor transpose(const Tensor& x, int64_t a, int64_t b, Loc loc) {

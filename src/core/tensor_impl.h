@@ -66,8 +66,6 @@ Tensor broadcast_view(const Tensor& x, const Shape& shape);
 Tensor from_host(const void* data, Shape shape, DType dtype);
 
 // ---- layouts ----
-// The axis order that stores [N, C, *spatial] channels-last: {0, 2, ..., ndim - 1, 1}.
-std::vector<int64_t> channels_last_order(int64_t ndim);
 // A view of x with its axes in order, and its inverse (no copy, no autograd record).
 Tensor permuted(const Tensor& x, const std::vector<int64_t>& order);
 Tensor unpermuted(const Tensor& x, const std::vector<int64_t>& order);

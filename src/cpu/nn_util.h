@@ -39,22 +39,14 @@ void in_usual_layout(const Op& op, In in, Out out, F&& family) {
   plain.ints.back() = 0;
   std::vector<std::vector<std::byte>> bufs;
   std::vector<Array> logical;
-  std::vector<std::vector<int64_t>> to_stored;
   for (const Array& o : out) {
-    const int64_t nd = o.ndim() - 2;
-    std::vector<int64_t> to_logical{0, nd + 1};
-    to_stored.push_back({0});
-    for (int64_t i = 1; i <= nd; ++i) {
-      to_stored.back().push_back(i + 1);
-      to_logical.push_back(i);
-    }
-    to_stored.back().push_back(1);
     bufs.emplace_back(static_cast<size_t>(o.numel()) * itemsize(o.dtype));
-    logical.push_back(borrowed(bufs.back().data(), permuted(o, to_logical).shape, o.dtype));
+    logical.push_back(
+        borrowed(bufs.back().data(), permuted(o, channels_first_order(o.ndim())).shape, o.dtype));
   }
   family(plain, in, std::span<Array>(logical));
   for (size_t i = 0; i < out.size(); ++i) {
-    const Array src = permuted(logical[i], to_stored[i]);
+    const Array src = permuted(logical[i], channels_last_order(logical[i].ndim()));
     elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(&out[i], 1));
   }
 }

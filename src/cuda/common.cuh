@@ -409,5 +409,8 @@ void optim(const Op& op, In in, Out out);        // fused optimizer steps
 void copy_to_contiguous(const Array& src, const Array& dst);
 // A contiguous version of a (a itself when already contiguous), backed by `keep` if copied.
 Array contiguous(const Array& a, Buffer& keep);
+// a [N, C, *spatial] as its channels-last storage, contiguous [N, *spatial, C]: a's own memory
+// when it is stored so, else a copy backed by `keep`.
+Array channels_last_storage(const Array& a, Buffer& keep);
 
 }  // namespace crisp::cuda

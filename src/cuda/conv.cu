@@ -968,20 +968,9 @@ void check_dtype(const Op& op, DType d) {
   if (!is_floating(d)) unsupported(op, d);
 }
 
-std::vector<int64_t> channels_last_order(size_t ndim, bool to_stored) {
-  std::vector<int64_t> order{0};
-  if (!to_stored) order.push_back(static_cast<int64_t>(ndim) - 1);
-  for (int64_t i = 1; i + 1 < static_cast<int64_t>(ndim); ++i)
-    order.push_back(to_stored ? i + 1 : i);
-  if (to_stored) order.push_back(1);
-  return order;
-}
-
-// a [N, C, *] as a channels-last array: a itself when stored so, else a copy in keep.
+// a [N, C, *] stored channels-last: a itself when it is, else a copy in keep (seen as [N, C, *]).
 Array channels_last(const Array& a, Buffer& keep) {
-  const Array stored = permuted(a, channels_last_order(a.shape.size(), true));
-  if (stored.is_contiguous()) return a;
-  return permuted(contiguous(stored, keep), channels_last_order(a.shape.size(), false));
+  return permuted(channels_last_storage(a, keep), channels_first_order(a.ndim()));
 }
 
 }  // namespace
@@ -1007,17 +996,17 @@ void conv_family(const Op& op, In in, Out out) {
     Op plain = op;
     plain.ints.back() = 0;
     const Buffer tmp(static_cast<size_t>(o.numel()) * itemsize(o.dtype));
-    const Shape shape = permuted(o, channels_last_order(4, false)).shape;
+    const Shape shape = permuted(o, channels_first_order(4)).shape;
     Array logical{std::make_shared<Storage>(tmp.get(), 0, nullptr), shape,
                   contiguous_strides(shape), 0, o.dtype};
     conv_family(plain, in, std::span<Array>(&logical, 1));
-    copy_to_contiguous(permuted(logical, channels_last_order(4, true)), o);
+    copy_to_contiguous(permuted(logical, channels_last_order(4)), o);
     return;
   }
   const Array a = cl ? channels_last(in[0], keep0) : contiguous(in[0], keep0);
   const Array b = cl ? channels_last(in[1], keep1) : contiguous(in[1], keep1);
   // The output's dims in [N, C, *] order, wherever it is stored.
-  const Shape os = cl ? permuted(o, channels_last_order(4, false)).shape : o.shape;
+  const Shape os = cl ? permuted(o, channels_first_order(4)).shape : o.shape;
   const DType dt = o.dtype;
   // Shapes by pass: forward a = x, b = w, o = y; data a = dy, b = w, o = dx; filter a = x,
   // b = dy, o = dw.

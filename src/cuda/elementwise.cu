@@ -249,6 +249,10 @@ Array contiguous(const Array& a, Buffer& keep) {
   return c;
 }
 
+Array channels_last_storage(const Array& a, Buffer& keep) {
+  return contiguous(permuted(a, channels_last_order(a.ndim())), keep);
+}
+
 void elementwise(const Op& op, In in, Out out) {
   const Array& o = out[0];
   if (o.numel() == 0) return;

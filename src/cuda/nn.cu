@@ -980,20 +980,16 @@ __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* id
 // Max pooling and its gradient stored channels-last (2-d only): inputs made channels-last first.
 void max_pool_channels_last(const Op& op, In in, Out out) {
   if (op.ints[0] != 2) fail("channels-last max pooling is 2-d");
-  const std::vector<int64_t> to_logical{0, 3, 1, 2};
+  const std::vector<int64_t> to_logical = channels_first_order(4);
   Buffer keep0, keep1;
-  auto stored = [](const Array& a, Buffer& keep) {
-    return contiguous(permuted(a, std::vector<int64_t>{0, 2, 3, 1}), keep);
-  };
   const bool fwd = op.kind == OpKind::max_pool;
-  const Array a = stored(in[0], keep0);
+  const Array a = channels_last_storage(in[0], keep0);
   const Shape xs = fwd ? in[0].shape : permuted(out[0], to_logical).shape;
   const Shape ys = fwd ? permuted(out[0], to_logical).shape : in[0].shape;
   const PoolGeom geo = pool_geometry(op, xs, ys);
   const int64_t C = xs[1], n = out[0].numel();
   if (n == 0) return;
-  const bool narrow =
-      n < (int64_t{1} << 31) && geo.planes * std::max(geo.S, geo.P) < (int64_t{1} << 31);
+  const bool narrow = narrow_indices(geo);
   visit_float(out[0].dtype, op_name(op.kind), [&](auto tag) {
     using T = decltype(tag);
     auto run = [&]<class I>(I) {
@@ -1005,7 +1001,7 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
               count, a.data<T>(), out[0].data<T>(), out[1].data<int64_t>(), by_C,
               PoolIndex<I>(geo));
         } else {
-          const Array idx = stored(in[1], keep1);
+          const Array idx = channels_last_storage(in[1], keep1);
           const T* gp = a.data<T>();
           const int64_t* ip = idx.data<int64_t>();
           T* dp = out[0].data<T>();
