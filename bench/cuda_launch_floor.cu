@@ -84,5 +84,16 @@ int main() {
                            "us_per_bare_launch_driver", "us_per_bare_launch_driver_kernel"};
     std::printf("%s %.4f us\n", names[variant], us[us.size() / 2]);
   }
+  // Host time alone: bursts too short to fill the launch queue, timed up to the last launch.
+  std::vector<double> issue;
+  for (int b = 0; b < 50; ++b) {
+    if (!ok(cudaStreamSynchronize(s), "cudaStreamSynchronize")) return 1;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 200; ++i) empty_small<<<1, 256, 0, s>>>(p, 1);
+    const auto t1 = std::chrono::steady_clock::now();
+    issue.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 200);
+  }
+  std::sort(issue.begin(), issue.end());
+  std::printf("us_issue_bare_launch %.4f us\n", issue[issue.size() / 2]);
   return 0;
 }

@@ -364,7 +364,7 @@ def main():
                 _, out = run_streaming([floor_exe], os.path.join(logdir, "launch_floor.log"), 60)
                 for line in out.splitlines():
                     parts = line.split()
-                    if len(parts) >= 2 and parts[0].startswith("us_per_bare_launch"):
+                    if len(parts) >= 2 and parts[0].startswith(("us_per_bare_launch", "us_issue_")):
                         res["crisp"][parts[0]] = float(parts[1])
         else:
             res["crisp_errors"]["build_error"] = "the build failed: see build.log"

@@ -90,6 +90,20 @@ class Bench {
     return median(t);
   }
 
+  // Microseconds of host time to queue one call of f, apart from the GPU's time: bursts short
+  // enough not to fill the launch queue, timed up to the last launch (not its completion).
+  double issue_us(const std::function<void()>& f) {
+    constexpr int kBurst = 200, kBursts = 50;
+    std::vector<double> t;
+    for (int b = 0; b < kBursts; ++b) {
+      backend_->synchronize();
+      const double t0 = now_s();
+      for (int i = 0; i < kBurst; ++i) f();
+      t.push_back((now_s() - t0) / kBurst);
+    }
+    return median(t) * 1e6;
+  }
+
   void dispatch() {
     const int iters = cfg_.quick ? 2000 : 10000;
     Tensor x = ones({1}), y = ones({1});
@@ -97,6 +111,9 @@ class Bench {
                 median_per_call([&] { Tensor z = x + 1; }, iters, 100) * 1e6, "us/op");
     report_.add("us_per_add_tensor_1elem",
                 median_per_call([&] { Tensor z = x + y; }, iters, 100) * 1e6, "us/op");
+    report_.add("us_issue_add_1elem", issue_us([&] { Tensor z = x + 1; }), "us/op");
+    report_.add("us_issue_add_tensor_1elem", issue_us([&] { Tensor z = x + y; }), "us/op");
+    report_.add("us_issue_neg_1elem", issue_us([&] { Tensor z = -x; }), "us/op");
     Tensor a = randn({64, 64});
     report_.add("us_per_matmul64_async",
                 median_per_call([&] { Tensor z = matmul(a, a); }, iters, 100) * 1e6, "us/op");

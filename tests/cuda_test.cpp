@@ -6,6 +6,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -32,6 +33,16 @@ void expect_same(const Fn& f, const std::vector<Tensor>& in, double tol, const c
   EXPECT_EQ(got.backend().get(), Backend::cuda().get()) << what;
   EXPECT_EQ(got.dtype(), ref.dtype()) << what;
   expect_tensors_close(got, ref, tol, what);
+}
+
+// got within tol times want's root mean square, everywhere.
+void expect_close_to_scale(const Tensor& got, const Tensor& want, double tol, const char* what) {
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  const std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>();
+  double squares = 0;
+  for (double v : w) squares += v * v;
+  const double bound = tol * std::sqrt(squares / static_cast<double>(w.size()));
+  for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], w[i], bound) << what << " at " << i;
 }
 
 }  // namespace
@@ -249,6 +260,110 @@ TEST_P(CudaBackend, TransfersAndMemoryStatistics) {
     expect_tensors_close(Backend::cpu()->use([&] { return m.sum(1); }), m.sum(1), 1e-6);
   }
   EXPECT_LE(cuda->memory_stats().allocated, before.allocated);
+}
+
+// ---- the op queue: ops run in issue order on the device's own thread ----
+
+TEST_P(CudaBackend, QueuedOpsRunInIssueOrderFromSeveralThreads) {
+  auto cuda = Backend::cuda();
+  constexpr int kThreads = 4, kSteps = 300;
+  std::vector<Tensor> sums(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      BackendScope scope(cuda);
+      Tensor y = full({257}, static_cast<double>(t));
+      for (int i = 0; i < kSteps; ++i) y = y + 1;
+      sums[static_cast<size_t>(t)] = y.sum();
+    });
+  // Meanwhile a long chain of dependent ops here, read once at the end.
+  Tensor x = randn({1000});
+  const std::vector<float> start = x.to_vector<float>();
+  for (int i = 0; i < 2000; ++i) x = i % 2 ? x * 0.5f : x * 2.0f + 1.0f;
+  for (std::thread& th : threads) th.join();
+  const std::vector<float> got = x.to_vector<float>();
+  for (size_t i = 0; i < got.size(); ++i) {
+    double want = start[i];
+    for (int k = 0; k < 2000; ++k) want = k % 2 ? want * 0.5 : want * 2.0 + 1.0;
+    ASSERT_NEAR(got[i], want, 1e-4 * (1 + std::abs(want))) << "at " << i;
+  }
+  for (int t = 0; t < kThreads; ++t)
+    EXPECT_EQ(sums[static_cast<size_t>(t)].item<float>(), 257.f * static_cast<float>(t + kSteps));
+}
+
+TEST_P(CudaBackend, AnErrorInAQueuedOpIsRaisedAtTheNextReadWithTheIssuingLine) {
+  // Eleven axes of which no two merge: more than the CUDA kernels index.
+  std::vector<int64_t> shape(11, 2), reversed(11);
+  for (int64_t i = 0; i < 11; ++i) reversed[static_cast<size_t>(i)] = 10 - i;
+  Tensor x = randn(Shape(shape)).permute(reversed);
+  const uint32_t line = __LINE__ + 1;
+  Tensor y = x * 2;
+  try {
+    y.to_vector<float>();
+    ADD_FAILURE() << "expected an error for an 11-axis strided input";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("more than 10 dimensions"), std::string::npos) << e.what();
+    ASSERT_FALSE(e.trace().empty()) << e.what();
+    EXPECT_EQ(e.trace().front().line, line) << e.what();
+  }
+  // The device goes on.
+  EXPECT_EQ((Tensor({1.f, 2.f}) * 2).to_vector<float>(), (std::vector<float>{2, 4}));
+}
+
+TEST_P(CudaBackend, EachQueuedOpKeepsTheTf32SettingItWasIssuedWith) {
+  struct Restore {
+    ~Restore() { set_allow_tf32(false); }
+  } restore;
+  Tensor a = randn({512, 512}), b = randn({512, 512});
+  std::vector<Tensor> products;
+  for (int i = 0; i < 20; ++i) {
+    set_allow_tf32(false);
+    products.push_back(matmul(a, b));
+    set_allow_tf32(true);  // before the queued product may have run
+  }
+  set_allow_tf32(false);
+  // float32 keeps about 1e-4 here over 512 terms of size ~1; TF32's 10-bit inputs miss by ~1e-2.
+  const std::vector<double> want = matmul(a.cast(f64), b.cast(f64)).to_vector<double>();
+  for (const Tensor& p : products) {
+    const std::vector<float> got = p.to_vector<float>();
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+    EXPECT_LT(worst, 2e-3);
+  }
+}
+
+TEST_P(CudaBackend, HalfPrecisionConvolutionsOfUnalignedBuffersMatchTheCpu) {
+  // Views one element into their storage: 2-byte aligned, which cuDNN's faster engines may not
+  // take; each layout and pass must still compute the same convolution.
+  for (DType dt : {bf16, f16}) {
+    const int64_t n = 16 * 32 * 16 * 16;
+    Tensor x = (randn({n + 1}).cast(dt))[Slice(1, _)].reshape({16, 32, 16, 16});
+    Tensor w = (randn({64 * 32 * 9 + 1}).cast(dt) * 0.2)[Slice(1, _)].reshape({64, 32, 3, 3});
+    x.requires_grad_();
+    w.requires_grad_();
+    ConvOptions opt;
+    opt.padding = {1};
+    for (bool cl : {false, true}) {
+      Tensor xi = cl ? to_channels_last(x) : x;
+      Tensor y = conv2d(xi, w, {}, opt);
+      Tensor g = randn(y.shape()).cast(dt);
+      const std::vector<Tensor> grads = grad((y * g).sum(), {x, w});
+      const Tensor &gx = grads[0], &gw = grads[1];
+      auto cpu = Backend::cpu();
+      cpu->use([&] {
+        Tensor xc = x.detach().to(cpu).cast(f32).requires_grad_();
+        Tensor wc = w.detach().to(cpu).cast(f32).requires_grad_();
+        Tensor yc = conv2d(xc, wc, {}, opt);
+        (yc * g.to(cpu).cast(f32)).sum().backward();
+        // Both sides sum the same 16-bit inputs; the GPU may round partial sums to 16 bits
+        // (bfloat16: 8 significant bits, float16: 11), so errors scale with the result's size.
+        const double tol = dt == bf16 ? 0.03 : 0.005;
+        expect_close_to_scale(y.to(cpu).cast(f32), yc, tol, "output");
+        expect_close_to_scale(gx.to(cpu).cast(f32), xc.grad(), tol, "input gradient");
+        expect_close_to_scale(gw.to(cpu).cast(f32), wc.grad(), tol, "weight gradient");
+      });
+    }
+  }
 }
 
 // ---- products with few rows (matrix-vector kernels) ----

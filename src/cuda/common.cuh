@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
+#include <atomic>
 
 #include <cstddef>
 #include <cstdint>
@@ -176,27 +177,40 @@ BlasTypes blas_types() {
 using DriverLaunch = decltype(&cuLaunchKernel);
 DriverLaunch driver_launch();
 
+// Devices whose kernel handles launch() keeps (others launch through the runtime).
+inline constexpr int kLaunchDevices = 16;
+
 // kernel<<<grid, block, smem, stream>>>(args...), with each argument converted to its parameter's
-// type, through the driver on a handle looked up once: the runtime's <<<>>> looks the kernel up
-// from its host stub on every launch, about 0.4 us of a 4 us launch on an H200's host. Any
-// driver failure is retried through the runtime, which reports it as CUDA_LAUNCH_CHECK expects.
+// type, through the driver on the kernel's function in the current device's context, looked up
+// once per device: the runtime's <<<>>> looks the kernel up from its host stub on every launch
+// (about 0.4 us of a 4 us launch on an H200's host), and the context-independent cudaKernel_t
+// handle launches 0.1-0.3 us slower than the context's own function there. Any driver failure
+// is retried through the runtime, which reports it as CUDA_LAUNCH_CHECK expects.
 template <auto Kernel, class... A>
 void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const A&... args) {
-  static const CUfunction handle = [] {
-    cudaKernel_t k = nullptr;  // context-independent: launches in whichever device is current
-    if (cudaGetKernel(&k, reinterpret_cast<const void*>(Kernel)) == cudaSuccess)
-      return reinterpret_cast<CUfunction>(k);
-    (void)cudaGetLastError();
-    return CUfunction{};
-  }();
+  static std::atomic<CUfunction> functions[kLaunchDevices] = {};
+  const int device = ctx().device;
+  CUfunction function = nullptr;
+  if (device < kLaunchDevices) {
+    function = functions[device].load(std::memory_order_relaxed);
+    if (!function) {
+      cudaFunction_t f = nullptr;
+      if (cudaGetFuncBySymbol(&f, reinterpret_cast<const void*>(Kernel)) == cudaSuccess) {
+        function = reinterpret_cast<CUfunction>(f);
+        functions[device].store(function, std::memory_order_relaxed);
+      } else {
+        (void)cudaGetLastError();
+      }
+    }
+  }
   [&]<class... P>(void (*)(P...)) {
     std::tuple<std::remove_cvref_t<P>...> params(args...);
     std::apply(
         [&](auto&... p) {
           void* ptrs[sizeof...(P) + 1] = {static_cast<void*>(&p)...};
           const DriverLaunch driver = driver_launch();
-          if (!driver || !handle ||
-              driver(handle, grid.x, grid.y, grid.z, block.x, block.y, block.z,
+          if (!driver || !function ||
+              driver(function, grid.x, grid.y, grid.z, block.x, block.y, block.z,
                      static_cast<unsigned>(smem), stream, ptrs, nullptr) != CUDA_SUCCESS)
             (void)cudaLaunchKernel(reinterpret_cast<const void*>(Kernel), grid, block, ptrs, smem,
                                    stream);

@@ -4,6 +4,7 @@
 // ones), for 2-d convolutions with one group as one GEMM over unrolled windows, or, for small
 // 1- and 2-d forward passes, as one direct kernel.
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cuda/gemm.cuh"
@@ -168,6 +170,7 @@ struct Choice {
   int algo = 0;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   size_t workspace = 0;
+  float find_ms = -1;  // cuDNN's own timing when measured
 };
 
 // The workspace algorithms may use while they are measured.
@@ -221,6 +224,7 @@ bool pick(const Perf* perf, int n, const Problem& p, Choice& c) {
     // Float32 without TF32 keeps FMA math whatever the listing says: DEFAULT_MATH would let
     // Ampere and later GPUs round the inputs to TF32.
     c.math = dtype == DType::f32 && !tf32_enabled() ? CUDNN_FMA_MATH : perf[i].mathType;
+    c.find_ms = perf[i].time;
     return true;
   }
   return false;
@@ -846,6 +850,205 @@ void run_cudnn(Pass pass, const Descs& d, const Choice& c, DType dt, const void*
   }
 }
 
+// ---- cuDNN's graph API ----
+// The 16-bit convolutions go through execution plans built once per problem: cuDNN 9's legacy
+// calls rebuild theirs on every call, 70-200 us of host time per convolution on an H200's host,
+// which caps bfloat16 ResNet-50 training below the GPU's speed.
+
+// A backend descriptor, destroyed with its owner.
+struct BackendDesc {
+  cudnnBackendDescriptor_t d = nullptr;
+  explicit BackendDesc(cudnnBackendDescriptorType_t type) {
+    if (cudnnBackendCreateDescriptor(type, &d) != CUDNN_STATUS_SUCCESS) d = nullptr;
+  }
+  ~BackendDesc() {
+    if (d) cudnnBackendDestroyDescriptor(d);
+  }
+  BackendDesc(BackendDesc&& o) noexcept : d(std::exchange(o.d, nullptr)) {}
+  BackendDesc(const BackendDesc&) = delete;
+  BackendDesc& operator=(const BackendDesc&) = delete;
+};
+
+// Sets attributes and finalizes, remembering whether every step succeeded.
+struct Builder {
+  bool ok = true;
+  template <class T>
+  void set(const BackendDesc& b, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+           const T* values, int64_t n = 1) {
+    ok = ok && b.d && cudnnBackendSetAttribute(b.d, name, type, n, values) == CUDNN_STATUS_SUCCESS;
+  }
+  void set(const BackendDesc& b, cudnnBackendAttributeName_t name, const BackendDesc& value) {
+    set(b, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, &value.d);
+  }
+  void finalize(const BackendDesc& b) {
+    ok = ok && b.d && cudnnBackendFinalize(b.d) == CUDNN_STATUS_SUCCESS;
+  }
+};
+
+// Tensor uids in a plan's variant pack: the pass's a, b and o (see conv_family).
+constexpr int64_t kUids[3] = {1, 2, 3};
+
+// A finalized execution plan and the workspace it needs.
+struct GraphPlan {
+  BackendDesc plan{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR};
+  int64_t workspace = 0;
+  float ms = -1;  // measured when chosen
+};
+
+void execute(const GraphPlan& g, const void* a, const void* b, void* o) {
+  void* ptrs[3] = {const_cast<void*>(a), const_cast<void*>(b), o};
+  void* ws = g.workspace ? ctx().workspace(static_cast<size_t>(g.workspace)) : nullptr;
+  BackendDesc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  Builder k;
+  k.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, kUids, 3);
+  k.set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, ptrs, 3);
+  k.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, &ws);
+  k.finalize(pack);
+  if (!k.ok) fail("cuDNN could not describe a convolution's buffers");
+  CUDNN_CHECK(cudnnBackendExecute(ctx().cudnn(), g.plan.d, pack.d));
+}
+
+// The fastest of cuDNN's heuristic candidates for a 16-bit pass over p, timed on the op's own
+// buffers (as PyTorch's benchmark mode does), or nothing when no candidate builds. align: the
+// bytes every buffer's address is a multiple of.
+std::unique_ptr<GraphPlan> graph_plan(Pass pass, const Problem& p, int64_t align, const void* a,
+                                      const void* b, void* o) {
+  cudnnHandle_t h = ctx().cudnn();
+  Builder k;
+  // Tensors by uid: a, b, o of the pass, each [N, C, *] or [O, C/G, *] in cuDNN's dim order.
+  const std::vector<int>* dims[3] = {&p.x, &p.w, &p.y};      // forward: x, w, y
+  if (pass == Pass::data) dims[0] = &p.y, dims[2] = &p.x;    // dy, w, dx
+  if (pass == Pass::filter) dims[1] = &p.y, dims[2] = &p.w;  // x, dy, dw
+  const cudnnDataType_t type = cudnn_type(p.dtype);
+  std::vector<BackendDesc> tensors;
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<int>& d = *dims[i];
+    std::vector<int64_t> shape(d.begin(), d.end()), strides(d.size());
+    int64_t stride = 1;
+    auto next = [&](size_t j) {
+      strides[j] = stride;
+      stride *= shape[j] > 0 ? shape[j] : 1;
+    };
+    if (p.nhwc) next(1);
+    for (size_t j = shape.size(); j-- > 0;)
+      if (!p.nhwc || j != 1) next(j);
+    tensors.emplace_back(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const BackendDesc& t = tensors.back();
+    k.set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, &type);
+    k.set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, shape.data(),
+          static_cast<int64_t>(shape.size()));
+    k.set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, strides.data(),
+          static_cast<int64_t>(strides.size()));
+    k.set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, &kUids[i]);
+    k.set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, &align);
+    k.finalize(t);
+  }
+  BackendDesc conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  const int64_t spatial = p.nd;
+  const std::vector<int64_t> pad(p.pad.begin(), p.pad.end()),
+      stride(p.stride.begin(), p.stride.end()), dil(p.dil.begin(), p.dil.end());
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, &compute);
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, &mode);
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, &spatial);
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, dil.data(), spatial);
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, stride.data(), spatial);
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, pad.data(), spatial);
+  k.set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, pad.data(), spatial);
+  k.finalize(conv);
+  const float one = 1, zero = 0;
+  auto op_desc = [&](cudnnBackendDescriptorType_t type, cudnnBackendAttributeName_t alpha,
+                     cudnnBackendAttributeName_t beta, cudnnBackendAttributeName_t conv_attr,
+                     std::array<cudnnBackendAttributeName_t, 3> uses) {
+    BackendDesc op(type);
+    for (int i = 0; i < 3; ++i)
+      k.set(op, uses[static_cast<size_t>(i)], tensors[static_cast<size_t>(i)]);
+    k.set(op, conv_attr, conv);
+    k.set(op, alpha, CUDNN_TYPE_FLOAT, &one);
+    k.set(op, beta, CUDNN_TYPE_FLOAT, &zero);
+    k.finalize(op);
+    return op;
+  };
+  BackendDesc op =
+      pass == Pass::forward ? op_desc(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                                      {CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y})
+      : pass == Pass::data  ? op_desc(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+                                      {CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX})
+                           : op_desc(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+                                     CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+                                     CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA,
+                                     CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+                                     {CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+                                      CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW});
+  BackendDesc graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  k.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, op);
+  k.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &h);
+  k.finalize(graph);
+  BackendDesc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  const cudnnBackendHeurMode_t heur_mode = CUDNN_HEUR_MODE_A;
+  k.set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
+  k.set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, &heur_mode);
+  k.finalize(heur);
+  int64_t count = 0;
+  if (!k.ok ||
+      cudnnBackendGetAttribute(heur.d, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                               0, &count, nullptr) != CUDNN_STATUS_SUCCESS ||
+      count <= 0)
+    return nullptr;
+  std::vector<BackendDesc> configs;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < count; ++i) {
+    configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    raw.push_back(configs.back().d);
+  }
+  if (cudnnBackendGetAttribute(heur.d, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                               count, &count, raw.data()) != CUDNN_STATUS_SUCCESS)
+    return nullptr;
+  // Time the first few candidates that build: the heuristics' order is close, not exact.
+  constexpr int kCandidates = 6;
+  constexpr int64_t kMaxWorkspace = int64_t{1} << 30;
+  std::unique_ptr<GraphPlan> best;
+  int tried = 0;
+  for (int64_t i = 0; i < count && tried < kCandidates; ++i) {
+    auto g = std::make_unique<GraphPlan>();
+    Builder pk;
+    pk.set(g->plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &h);
+    pk.set(g->plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+           &raw[static_cast<size_t>(i)]);
+    pk.finalize(g->plan);
+    int64_t n = 0;
+    if (!pk.ok ||
+        cudnnBackendGetAttribute(g->plan.d, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                 CUDNN_TYPE_INT64, 1, &n, &g->workspace) != CUDNN_STATUS_SUCCESS ||
+        g->workspace > kMaxWorkspace)
+      continue;
+    ++tried;
+    float ms = 0;
+    try {
+      ms = gpu_ms([&] { execute(*g, a, b, o); });
+    } catch (const Error&) {
+      continue;  // a candidate that fails to run (out of workspace memory, say) is skipped
+    }
+    if (!best || ms < best->ms) {
+      g->ms = ms;
+      best = std::move(g);
+    }
+  }
+  return best;
+}
+
 // How one pass over one problem runs: through cuDNN (with descriptors built once), as a GEMM, or
 // (forward only) as one direct kernel.
 struct Plan {
@@ -855,6 +1058,7 @@ struct Plan {
   std::unique_ptr<LtGemm> lt;  // the GEMM path's product
   Choice cudnn;
   std::unique_ptr<Descs> descs;
+  std::unique_ptr<GraphPlan> graph;  // 16-bit passes through cuDNN's graph API
 };
 
 std::mutex plans_mutex;
@@ -879,6 +1083,12 @@ std::vector<int64_t> plan_key(Pass pass, const Problem& p) {
 // proved too optimistic to compare against).
 const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, void* o) {
   std::vector<int64_t> key = plan_key(pass, p);
+  // The graph API's plans hold for buffers aligned as the ones they were built for.
+  const bool use_graph = p.dtype == DType::f16 || p.dtype == DType::bf16;
+  int64_t align = 16;
+  for (const void* ptr : {a, b, static_cast<const void*>(o)})
+    while (reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(align)) align /= 2;
+  if (use_graph) key.push_back(align);
   {
     std::lock_guard lock(plans_mutex);
     auto it = plans.find(key);
@@ -895,11 +1105,16 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
     plan.lt = std::make_unique<LtGemm>();
     plan.gemm = g;
   } else {
-    plan.descs = std::make_unique<Descs>(p);
     // cuDNN's arguments by pass: forward (x, w, y), data (dy, w, dx), filter (x, dy, dw).
-    const std::optional<Choice> c = choose(pass, p, *plan.descs, a, b, o);
-    if (!c && !g) fail("cuDNN has no ", dtype_name(p.dtype), " algorithm for this convolution");
-    if (c) plan.cudnn = *c;
+    if (use_graph) plan.graph = graph_plan(pass, p, align, a, b, o);
+    if (plan.graph) cudnn_ms = plan.graph->ms;
+    std::optional<Choice> c;
+    if (!plan.graph) {
+      plan.descs = std::make_unique<Descs>(p);
+      c = choose(pass, p, *plan.descs, a, b, o);
+      if (!c && !g) fail("cuDNN has no ", dtype_name(p.dtype), " algorithm for this convolution");
+      if (c) plan.cudnn = *c;
+    }
     if (g) {
       // The GEMM path at each split it allows, each with its own tuned product.
       const std::vector<int> splits = visit_float(
@@ -913,10 +1128,12 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
           plan.lt = std::move(lt);
         }
       }
+      if (plan.graph) cudnn_ms = gpu_ms([&] { execute(*plan.graph, a, b, o); });
       if (c) cudnn_ms = gpu_ms([&] { run_cudnn(pass, *plan.descs, *c, p.dtype, a, b, o); });
-      if (!c || gemm_ms < cudnn_ms) {
+      if (cudnn_ms < 0 || gemm_ms < cudnn_ms) {
         plan.gemm = g;
         plan.descs.reset();
+        plan.graph.reset();
       } else {
         plan.lt.reset();
       }
@@ -926,14 +1143,16 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
     static const char* names[] = {"forward", "data", "filter"};
     std::fprintf(stderr,
                  "crisp conv plan: %s x[%d,%d,%d,%d] w[%d,%d,%d,%d] %s%s -> %s (gemm %.1f us in "
-                 "%d parts, cudnn %.1f us)\n",
+                 "%d parts, cudnn %.1f us; cudnn algo %d math %d, %.1f us by its own timing)\n",
                  names[static_cast<int>(pass)], p.x[0], p.x[1], p.x[2], p.x[3], p.w[0], p.w[1],
                  p.w[2], p.w[3], std::string(dtype_name(p.dtype)).c_str(),
                  p.nhwc ? " channels-last" : "",
-                 plan.direct ? "direct"
-                 : plan.gemm ? "gemm"
-                             : "cudnn",
-                 gemm_ms * 1e3, plan.split, cudnn_ms * 1e3);
+                 plan.direct  ? "direct"
+                 : plan.gemm  ? "gemm"
+                 : plan.graph ? "cudnn graph"
+                              : "cudnn",
+                 gemm_ms * 1e3, plan.split, cudnn_ms * 1e3, plan.cudnn.algo,
+                 static_cast<int>(plan.cudnn.math), plan.cudnn.find_ms * 1e3);
   }
   std::lock_guard lock(plans_mutex);
   return plans.emplace(std::move(key), std::move(plan)).first->second;
@@ -1041,7 +1260,10 @@ void conv_family(const Op& op, In in, Out out) {
     if (has_bias && !fused) add_bias(o, in[2], false);
     return;
   }
-  run_cudnn(pass, *plan.descs, plan.cudnn, dt, a.raw(), b.raw(), o.raw());
+  if (plan.graph)
+    execute(*plan.graph, a.raw(), b.raw(), o.raw());
+  else
+    run_cudnn(pass, *plan.descs, plan.cudnn, dt, a.raw(), b.raw(), o.raw());
   if (has_bias) add_bias(o, in[2], cl);
 }
 
