@@ -89,9 +89,9 @@ int main() {
   for (int b = 0; b < 50; ++b) {
     if (!ok(cudaStreamSynchronize(s), "cudaStreamSynchronize")) return 1;
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 200; ++i) empty_small<<<1, 256, 0, s>>>(p, 1);
+    for (int i = 0; i < 100; ++i) empty_small<<<1, 256, 0, s>>>(p, 1);
     const auto t1 = std::chrono::steady_clock::now();
-    issue.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 200);
+    issue.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 100);
   }
   std::sort(issue.begin(), issue.end());
   std::printf("us_issue_bare_launch %.4f us\n", issue[issue.size() / 2]);

@@ -93,7 +93,7 @@ class Bench {
   // Microseconds of host time to queue one call of f, apart from the GPU's time: bursts short
   // enough not to fill the launch queue, timed up to the last launch (not its completion).
   double issue_us(const std::function<void()>& f) {
-    constexpr int kBurst = 200, kBursts = 50;
+    constexpr int kBurst = 100, kBursts = 50;
     std::vector<double> t;
     for (int b = 0; b < kBursts; ++b) {
       backend_->synchronize();

@@ -262,9 +262,9 @@ TEST_P(CudaBackend, TransfersAndMemoryStatistics) {
   EXPECT_LE(cuda->memory_stats().allocated, before.allocated);
 }
 
-// ---- the op queue: ops run in issue order on the device's own thread ----
+// ---- ordering, errors and settings across ops ----
 
-TEST_P(CudaBackend, QueuedOpsRunInIssueOrderFromSeveralThreads) {
+TEST_P(CudaBackend, OpsFromSeveralThreadsComputeInIssueOrder) {
   auto cuda = Backend::cuda();
   constexpr int kThreads = 4, kSteps = 300;
   std::vector<Tensor> sums(kThreads);
@@ -291,7 +291,7 @@ TEST_P(CudaBackend, QueuedOpsRunInIssueOrderFromSeveralThreads) {
     EXPECT_EQ(sums[static_cast<size_t>(t)].item<float>(), 257.f * static_cast<float>(t + kSteps));
 }
 
-TEST_P(CudaBackend, AnErrorInAQueuedOpIsRaisedAtTheNextReadWithTheIssuingLine) {
+TEST_P(CudaBackend, AnErrorFoundWhileComputingIsRaisedOnReadWithTheIssuingLine) {
   // Eleven axes of which no two merge: more than the CUDA kernels index.
   std::vector<int64_t> shape(11, 2), reversed(11);
   for (int64_t i = 0; i < 11; ++i) reversed[static_cast<size_t>(i)] = 10 - i;
@@ -310,7 +310,7 @@ TEST_P(CudaBackend, AnErrorInAQueuedOpIsRaisedAtTheNextReadWithTheIssuingLine) {
   EXPECT_EQ((Tensor({1.f, 2.f}) * 2).to_vector<float>(), (std::vector<float>{2, 4}));
 }
 
-TEST_P(CudaBackend, EachQueuedOpKeepsTheTf32SettingItWasIssuedWith) {
+TEST_P(CudaBackend, EachProductUsesTheTf32SettingOfItsCall) {
   struct Restore {
     ~Restore() { set_allow_tf32(false); }
   } restore;
@@ -319,7 +319,7 @@ TEST_P(CudaBackend, EachQueuedOpKeepsTheTf32SettingItWasIssuedWith) {
   for (int i = 0; i < 20; ++i) {
     set_allow_tf32(false);
     products.push_back(matmul(a, b));
-    set_allow_tf32(true);  // before the queued product may have run
+    set_allow_tf32(true);  // before the product may have run on the device
   }
   set_allow_tf32(false);
   // float32 keeps about 1e-4 here over 512 terms of size ~1; TF32's 10-bit inputs miss by ~1e-2.

@@ -58,23 +58,6 @@ std::string cat(const A&... a) {
 // the call that caused it returned (a GPU kernel's check, read later).
 Error error_in(std::string message, std::vector<Frame> trace);
 [[noreturn]] void throw_error(std::string message);
-// For work a thread does on another's behalf (a GPU's op queue): the calls active on this
-// thread, copied into `into` (reusing its memory), and a scope that makes `trace` this thread's
-// calls, so errors raised inside name the issuing caller's lines.
-void copy_trace(std::vector<Frame>& into);
-class TraceSwap {
- public:
-  explicit TraceSwap(std::vector<Frame>& trace);
-  ~TraceSwap();
-  TraceSwap(const TraceSwap&) = delete;
-  TraceSwap& operator=(const TraceSwap&) = delete;
-
- private:
-  std::vector<Frame>& trace_;
-};
-// The exception being handled as a crisp::Error of op `op` with the current trace (an Error
-// stays as it is; out-of-memory and other exceptions are named after the op).
-std::exception_ptr current_as_error(const char* op);
 }  // namespace detail
 
 // Throws crisp::Error "<innermost call>: <args...>" with the current traceback.

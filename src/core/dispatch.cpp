@@ -1,4 +1,5 @@
 // The one dispatch point: every op reaches a backend here, as an Op descriptor.
+#include <new>
 
 #include "core/tensor_impl.h"
 
@@ -15,6 +16,18 @@ void move_to(Array& a, Backend& to) {
   Array out{to.allocate(nbytes), a.shape, contiguous_strides(a.shape), 0, a.dtype};
   to.write(host.data(), nbytes, *out.storage);
   a = std::move(out);
+}
+
+std::exception_ptr as_error(const char* op) {
+  try {
+    throw;
+  } catch (const Error&) {
+    return std::current_exception();
+  } catch (const std::bad_alloc&) {
+    return std::make_exception_ptr(Error(std::string(op) + ": out of memory", current_trace()));
+  } catch (const std::exception& e) {
+    return std::make_exception_ptr(Error(std::string(op) + ": " + e.what(), current_trace()));
+  }
 }
 
 // A shape whose byte size does not fit in 63 bits is a mistake in the caller's shape, not a
@@ -62,7 +75,7 @@ void run(const Op& op, const Tensor* in, size_t nin, const OutSpec* outs, size_t
       }
       backend.run(op, std::span<const Array>(in_arrays, nin), std::span<Array>(out_arrays, nout));
     } catch (...) {
-      error = detail::current_as_error(op_name(op.kind));
+      error = as_error(op_name(op.kind));
     }
   }
   for (size_t i = 0; i < nout; ++i) {

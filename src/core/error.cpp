@@ -1,9 +1,6 @@
 // Tracebacks: a per-thread stack of public calls, captured into every crisp::Error.
 #include "crisp/error.h"
 
-#include <exception>
-#include <new>
-
 namespace crisp {
 
 namespace {
@@ -37,25 +34,6 @@ Error detail::error_in(std::string message, std::vector<Frame> trace) {
 
 void detail::throw_error(std::string message) {
   throw error_in(std::move(message), current_trace());
-}
-
-void detail::copy_trace(std::vector<Frame>& into) {
-  into.assign(call_stack.begin(), call_stack.end());
-}
-
-detail::TraceSwap::TraceSwap(std::vector<Frame>& trace) : trace_(trace) { call_stack.swap(trace_); }
-detail::TraceSwap::~TraceSwap() { call_stack.swap(trace_); }
-
-std::exception_ptr detail::current_as_error(const char* op) {
-  try {
-    throw;
-  } catch (const Error&) {
-    return std::current_exception();
-  } catch (const std::bad_alloc&) {
-    return std::make_exception_ptr(Error(std::string(op) + ": out of memory", current_trace()));
-  } catch (const std::exception& e) {
-    return std::make_exception_ptr(Error(std::string(op) + ": " + e.what(), current_trace()));
-  }
 }
 
 }  // namespace crisp

@@ -14,46 +14,34 @@ size_t CachingAllocator::round(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-void* CachingAllocator::take_cached_locked(size_t size, cudaStream_t stream) {
-  std::vector<Cached>& cached = free_[size];
-  for (size_t i = cached.size(); i-- > 0;) {
-    if (cached[i].stream == stream) {
-      void* p = cached[i].p;
-      cached[i] = cached.back();
-      cached.pop_back();
-      stats_.allocated += size;
-      if (stats_.allocated > stats_.peak) stats_.peak = stats_.allocated;
-      return p;
-    }
-  }
-  return nullptr;
-}
-
-void* CachingAllocator::reuse(size_t bytes, cudaStream_t stream) {
-  const size_t size = round(bytes);
-  if (bytes == 0 || size < bytes) return nullptr;
-  std::lock_guard lock(mutex_);
-  return take_cached_locked(size, stream);
-}
-
 void* CachingAllocator::allocate(size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return nullptr;
   const size_t size = round(bytes);
   if (size < bytes) throw std::bad_alloc();  // the rounding overflowed
   std::lock_guard lock(mutex_);
-  if (void* p = take_cached_locked(size, stream)) return p;
   void* p = nullptr;
-  if (cudaMalloc(&p, size) != cudaSuccess) {
-    // Out of memory (or a size the device cannot have): clear the error so later launches
-    // do not report it, give the cache back and try once more.
-    (void)cudaGetLastError();
-    release_cache_locked();
-    if (cudaMalloc(&p, size) != cudaSuccess) {
-      (void)cudaGetLastError();
-      throw std::bad_alloc();
+  std::vector<Cached>& cached = free_[size];
+  for (size_t i = cached.size(); i-- > 0;) {
+    if (cached[i].stream == stream) {
+      p = cached[i].p;
+      cached[i] = cached.back();
+      cached.pop_back();
+      break;
     }
   }
-  stats_.reserved += size;
+  if (!p) {
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+      // Out of memory (or a size the device cannot have): clear the error so later launches
+      // do not report it, give the cache back and try once more.
+      (void)cudaGetLastError();
+      release_cache_locked();
+      if (cudaMalloc(&p, size) != cudaSuccess) {
+        (void)cudaGetLastError();
+        throw std::bad_alloc();
+      }
+    }
+    stats_.reserved += size;
+  }
   stats_.allocated += size;
   if (stats_.allocated > stats_.peak) stats_.peak = stats_.allocated;
   return p;

@@ -22,8 +22,6 @@ class CachingAllocator {
   // later use on that stream runs after every earlier use. Throws std::bad_alloc when the
   // device is out of memory even after the cache is given back.
   void* allocate(size_t bytes, cudaStream_t stream);
-  // A cached block for allocate(bytes, stream), or nullptr (never asks the device for memory).
-  void* reuse(size_t bytes, cudaStream_t stream);
   // Returns a block of allocate(bytes, stream) to the cache.
   void free(void* p, size_t bytes, cudaStream_t stream);
   // Gives every cached (unused) block back to the device.
@@ -40,7 +38,6 @@ class CachingAllocator {
     cudaStream_t stream;
   };
   void release_cache_locked();
-  void* take_cached_locked(size_t size, cudaStream_t stream);
 
   int device_;
   mutable std::mutex mutex_;

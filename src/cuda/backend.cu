@@ -1,19 +1,16 @@
 // The CUDA backend: one per device, with its stream, library handles and caching allocator; the
 // routing of each op family to its kernels; host transfers.
 #include <array>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "cuda/allocator.h"
 #include "cuda/common.cuh"
-#include "cuda/op_queue.h"
 #include "cuda/profile.h"
 
 namespace crisp::cuda {
@@ -68,14 +65,7 @@ struct Device {
   CachingAllocator allocator;
   Staging staging;
   std::mutex mutex;  // one op at a time per device: the context's scratch state is shared
-  // Ops run on the queue's thread; none with CRISP_CUDA_SYNC=1 (each runs as it is issued, and
-  // an error it raises stays on its outputs).
-  std::unique_ptr<OpQueue> queue;
   explicit Device(int d) : allocator(d) {}
-  // Waits until the ops issued so far have run (their kernels are queued on the stream).
-  void drain() {
-    if (queue) queue->drain();
-  }
 };
 
 Device* devices[kMaxDevices] = {};
@@ -126,11 +116,7 @@ Context& ctx() {
 }
 Context& ctx(int device) { return devices[device]->context; }
 
-namespace {
-thread_local int task_tf32 = -1;  // on a queue's thread: allow_tf32() when its op was issued
-}
-
-bool tf32_enabled() { return task_tf32 >= 0 ? task_tf32 == 1 : allow_tf32(); }
+bool tf32_enabled() { return allow_tf32(); }
 
 cudnnHandle_t Context::cudnn() {
   if (!cudnn_) {
@@ -291,43 +277,6 @@ void strided_together(const Shape& shape, std::span<const Array* const> arrays, 
 
 namespace {
 
-void route(const Op& op, In in, Out out) {
-  const OpKind k = op.kind;
-  if (k < OpKind::creation_end) return creation(op, in, out);
-  if (k < OpKind::elementwise_end) return elementwise(op, in, out);
-  if (k < OpKind::reduce_end) return reduce(op, in, out);
-  if (k < OpKind::axis_end) return along_axis(op, in, out);
-  if (k < OpKind::linalg_end) return linalg(op, in, out);
-  if (k < OpKind::indexing_end) return indexing(op, in, out);
-  if (k < OpKind::nn_end) return nn(op, in, out);
-  return optim(op, in, out);
-}
-
-// Runs op on this thread: the queue's, or the caller's when ops are not queued.
-void run_op(Device& dev, const Op& op, In in, Out out) {
-  DeviceGuard guard(dev);
-  if (OpProfile* p = op_profile()) {
-    ProfileScope scope(*p, op.kind, dev.context.stream);
-    return route(op, in, out);
-  }
-  route(op, in, out);
-}
-
-// A queued op, on the queue's thread, under its caller's trace and TF32 setting. Its outputs
-// are already the caller's, so an error it raises is kept as a fault is: raised by the next
-// read or synchronize on the device.
-void run_task(Device& dev, OpQueue::Task& t) {
-  task_tf32 = t.tf32 ? 1 : 0;
-  detail::TraceSwap trace(t.trace);
-  try {
-    run_op(dev, t.op, t.in(), t.out());
-  } catch (...) {
-    std::exception_ptr error = detail::current_as_error(op_name(t.op.kind));
-    std::lock_guard lock(dev.mutex);
-    if (!dev.context.fault_error_) dev.context.fault_error_ = error;
-  }
-}
-
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(Device& d) : dev_(d) {}
@@ -336,14 +285,7 @@ class CudaBackend final : public Backend {
 
   std::shared_ptr<Storage> allocate(size_t nbytes) override {
     ensure_device(dev_.context.device);
-    void* p = dev_.allocator.reuse(nbytes, dev_.context.stream);
-    if (!p && nbytes) {
-      // Queued ops hold memory their callers let go of, given back once they ran: wait for
-      // them before growing, so a caller running ahead of its ops uses no more memory than one
-      // that waits for each.
-      dev_.drain();
-      p = dev_.allocator.allocate(nbytes, dev_.context.stream);
-    }
+    void* p = dev_.allocator.allocate(nbytes, dev_.context.stream);
     return std::make_shared<Storage>(p, nbytes, this);
   }
   void deallocate(void* data, size_t nbytes) override {
@@ -351,12 +293,27 @@ class CudaBackend final : public Backend {
   }
 
   void run(const Op& op, In in, Out out) override {
-    if (dev_.queue) return dev_.queue->push(op, in, out);
-    run_op(dev_, op, in, out);
+    DeviceGuard guard(dev_);
+    if (OpProfile* p = op_profile()) {
+      ProfileScope scope(*p, op.kind, dev_.context.stream);
+      return route(op, in, out);
+    }
+    route(op, in, out);
+  }
+
+  static void route(const Op& op, In in, Out out) {
+    const OpKind k = op.kind;
+    if (k < OpKind::creation_end) return creation(op, in, out);
+    if (k < OpKind::elementwise_end) return elementwise(op, in, out);
+    if (k < OpKind::reduce_end) return reduce(op, in, out);
+    if (k < OpKind::axis_end) return along_axis(op, in, out);
+    if (k < OpKind::linalg_end) return linalg(op, in, out);
+    if (k < OpKind::indexing_end) return indexing(op, in, out);
+    if (k < OpKind::nn_end) return nn(op, in, out);
+    return optim(op, in, out);
   }
 
   void read(const Array& a, void* host) override {
-    dev_.drain();
     DeviceGuard guard(dev_);
     const size_t nbytes = static_cast<size_t>(a.numel()) * itemsize(a.dtype);
     if (nbytes == 0) return;
@@ -386,22 +343,16 @@ class CudaBackend final : public Backend {
   }
 
   void synchronize() override {
-    dev_.drain();
     DeviceGuard guard(dev_);
     dev_.context.sync();
   }
 
-  MemoryStats memory_stats() const override {
-    dev_.drain();  // ops still queued hold memory their callers let go of
-    return dev_.allocator.stats();
-  }
+  MemoryStats memory_stats() const override { return dev_.allocator.stats(); }
 
   void reset_profile() override {
-    dev_.drain();
     if (OpProfile* p = op_profile()) p->reset();
   }
   void report_profile(const std::string& title) override {
-    dev_.drain();
     if (OpProfile* p = op_profile()) {
       p->report(title.c_str());
       p->reset();
@@ -432,20 +383,6 @@ Device& open_device(int d) {
   CUDA_CHECK(cudaMallocHost(&c.fault_host_, fault_bytes));
   c.pending_.reserve(Context::kFaultSlots);
   dev->staging.init();
-  const char* sync = std::getenv("CRISP_CUDA_SYNC");
-  if (!sync || !*sync || std::string_view(sync) == "0") {
-    (void)op_profile();  // its report at exit, registered first, then runs after the drain
-    dev->queue = std::make_unique<OpQueue>([dev](OpQueue::Task& t) { run_task(*dev, t); });
-    // Registered after CUDA's runtime started, so it runs before the runtime's own exit
-    // handlers: ops still queued at exit finish while everything they use is alive.
-    static std::once_flag at_exit;
-    std::call_once(at_exit, [] {
-      std::atexit([] {
-        for (Device* d : devices)
-          if (d) d->drain();
-      });
-    });
-  }
   return *dev;
 }
 

@@ -851,9 +851,10 @@ void run_cudnn(Pass pass, const Descs& d, const Choice& c, DType dt, const void*
 }
 
 // ---- cuDNN's graph API ----
-// The 16-bit convolutions go through execution plans built once per problem: cuDNN 9's legacy
-// calls rebuild theirs on every call, 70-200 us of host time per convolution on an H200's host,
-// which caps bfloat16 ResNet-50 training below the GPU's speed.
+// The 16-bit and TF32 convolutions go through execution plans built once per problem: cuDNN 9's
+// legacy calls rebuild theirs on every call, 70-200 us of host time per convolution on an H200's
+// host, which capped bfloat16 ResNet-50 training below the GPU's speed. (Full-precision float32
+// and float64 keep the legacy calls, whose algorithm list says which keep their accuracy.)
 
 // A backend descriptor, destroyed with its owner.
 struct BackendDesc {
@@ -908,8 +909,27 @@ void execute(const GraphPlan& g, const void* a, const void* b, void* o) {
   CUDNN_CHECK(cudnnBackendExecute(ctx().cudnn(), g.plan.d, pack.d));
 }
 
-// The fastest of cuDNN's heuristic candidates for a 16-bit pass over p, timed on the op's own
-// buffers (as PyTorch's benchmark mode does), or nothing when no candidate builds. align: the
+// Whether an engine configuration may run a pass in dtype: float32 (here only with TF32
+// allowed) takes tensor cores but not engines that convert its inputs to 16 bits.
+bool keeps_precision(cudnnBackendDescriptor_t config, DType dtype) {
+  if (dtype != DType::f32) return true;
+  BackendDesc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  int64_t n = 0;
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  if (!engine.d ||
+      cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                               1, &n, &engine.d) != CUDNN_STATUS_SUCCESS ||
+      cudnnBackendGetAttribute(engine.d, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                               CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n,
+                               notes) != CUDNN_STATUS_SUCCESS)
+    return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return false;
+  return true;
+}
+
+// The fastest of cuDNN's heuristic candidates for a 16-bit or TF32 pass over p, timed on the op's
+// own buffers (as PyTorch's benchmark mode does), or nothing when no candidate builds. align: the
 // bytes every buffer's address is a multiple of.
 std::unique_ptr<GraphPlan> graph_plan(Pass pass, const Problem& p, int64_t align, const void* a,
                                       const void* b, void* o) {
@@ -1022,6 +1042,7 @@ std::unique_ptr<GraphPlan> graph_plan(Pass pass, const Problem& p, int64_t align
   std::unique_ptr<GraphPlan> best;
   int tried = 0;
   for (int64_t i = 0; i < count && tried < kCandidates; ++i) {
+    if (!keeps_precision(raw[static_cast<size_t>(i)], p.dtype)) continue;
     auto g = std::make_unique<GraphPlan>();
     Builder pk;
     pk.set(g->plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &h);
@@ -1058,7 +1079,7 @@ struct Plan {
   std::unique_ptr<LtGemm> lt;  // the GEMM path's product
   Choice cudnn;
   std::unique_ptr<Descs> descs;
-  std::unique_ptr<GraphPlan> graph;  // 16-bit passes through cuDNN's graph API
+  std::unique_ptr<GraphPlan> graph;  // 16-bit and TF32 passes through cuDNN's graph API
 };
 
 std::mutex plans_mutex;
@@ -1084,7 +1105,8 @@ std::vector<int64_t> plan_key(Pass pass, const Problem& p) {
 const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, void* o) {
   std::vector<int64_t> key = plan_key(pass, p);
   // The graph API's plans hold for buffers aligned as the ones they were built for.
-  const bool use_graph = p.dtype == DType::f16 || p.dtype == DType::bf16;
+  const bool use_graph =
+      p.dtype == DType::f16 || p.dtype == DType::bf16 || (p.dtype == DType::f32 && tf32_enabled());
   int64_t align = 16;
   for (const void* ptr : {a, b, static_cast<const void*>(o)})
     while (reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(align)) align /= 2;
