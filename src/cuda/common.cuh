@@ -12,8 +12,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
-#include <atomic>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -43,13 +43,15 @@ struct FlatOperand {
   }
 };
 
-// Any strided (possibly broadcast) input.
+// Any strided (possibly broadcast) input; unit: contiguous over the whole output (y in
+// x[::2] + y), read without index arithmetic.
 template <class T>
 struct StridedOperand {
   const T* data;  // storage base: Strided's offset is applied on top
   Strided s;
+  bool unit;
 
-  __device__ T get(int64_t i) const { return data[s.at(i)]; }
+  __device__ T get(int64_t i) const { return unit ? data[s.offset + i] : data[s.at(i)]; }
   __device__ T flat(int64_t i) const { return get(i); }
   static constexpr bool always_flat = false;
   __device__ Pack<T> pack(int64_t) const { return {}; }  // never called: not vectorized
@@ -134,7 +136,7 @@ void map(const Array& out, F f, const std::array<const Array*, sizeof...(I)>& in
     } else {
       launch<map_kernel<O, F, StridedOperand<I>...>>(
           grid, kBlock, 0, ctx().stream, out.data<O>(), n, false, f,
-          StridedOperand<I>{static_cast<const I*>(in[K]->storage->data), s[K]}...);
+          StridedOperand<I>{static_cast<const I*>(in[K]->storage->data), s[K], is_unit(s[K])}...);
     }
   }
   (std::make_index_sequence<sizeof...(I)>{});
