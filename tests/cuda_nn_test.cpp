@@ -365,7 +365,10 @@ TEST_P(CudaNn, SmallConvolutionsMatchCpu) {
                                   << got[worst] << " vs " << ref[worst] << ", terms' scale "
                                   << scale[worst];
     }
-    expect_same([&](auto& v) { return conv(c, v); }, c.bias ? in : std::vector{in[0], in[1]}, 1e-4,
+    // float32 both sides, summing in different orders: conv3's input gradient adds 12,500 terms
+    // of size ~1, and which GEMM or cuDNN plan sums them is chosen by timing (two ran 1.2e-4
+    // apart on a value of 0.17).
+    expect_same([&](auto& v) { return conv(c, v); }, c.bias ? in : std::vector{in[0], in[1]}, 3e-4,
                 c.name);
   }
   // loss.backward() through the reference CNN's first two convolutions for one image.

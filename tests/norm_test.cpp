@@ -169,6 +169,16 @@ TEST_P(Norm, BatchNormReluMatchesReluOfBatchNorm) {
       for (size_t i = 0; i < 3; ++i) expect_tensors_close(gg[i], gw[i], 1e-4, "gradient");
     }
   }
+  // A NaN passes through the ReLU, as relu's does (running statistics: only that element).
+  {
+    std::vector<double> v = values(randn({2, 3, 4}));
+    v[5] = std::nan("");
+    Tensor x(v, {2, 3, 4}, f32), w = randn({3}), b = randn({3});
+    Tensor rm = randn({3}), rv = rand({3}) + 0.5;
+    Tensor got = batch_norm_relu(x, w, b, false, {&rm, &rv});
+    expect_tensors_close(got, relu(batch_norm(x, w, b, false, {&rm, &rv})), 1e-6, "with a NaN");
+    EXPECT_TRUE(std::isnan(values(got)[5]));
+  }
   check_gradients(
       [](const std::vector<Tensor>& in) { return batch_norm_relu(in[0], in[1], in[2], true); },
       {randn({4, 3, 5}), randn({3}), randn({3})});

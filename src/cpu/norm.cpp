@@ -1,6 +1,8 @@
 // CPU normalization kernels: one fused row-normalizer (layer, RMS and group norm are rows of a
 // [R, L] matrix with per-element affine parameters) and the per-channel batch norm.
 #include <cmath>
+#include <optional>
+#include <utility>
 
 #include "cpu/nn_util.h"
 
@@ -139,6 +141,19 @@ void batch_stats(const Op& op, In in, Out out) {
   }
 }
 
+// Batch norm's output x * scale + shift for channel c. The backward of batch_norm_relu finds
+// where that output was positive with this same arithmetic.
+template <class C>
+std::pair<C, C> batch_norm_affine(const Dense<C>& mean, const Dense<C>& var,
+                                  const std::optional<Dense<C>>& w,
+                                  const std::optional<Dense<C>>& b, double eps, int64_t c) {
+  const double s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
+  const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
+  const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
+                                 static_cast<double>(mean[c]) * scale);
+  return {scale, shift};
+}
+
 template <class C>
 void batch_norm_forward(const Op& op, In in, Array& ya) {
   Dense<C> x(in[0]), mean(in[1]), var(in[2]);
@@ -152,14 +167,10 @@ void batch_norm_forward(const Op& op, In in, Array& ya) {
   const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
   parallel_for(N * Ch, N * Ch * S, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t c = p % Ch;
-      const double s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
-      const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
-      const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
-                                     static_cast<double>(mean[c]) * scale);
+      const auto [scale, shift] = batch_norm_affine(mean, var, w, b, eps, p % Ch);
       for (int64_t i = 0; i < S; ++i) {
         const C v = x[p * S + i] * scale + shift;
-        y[p * S + i] = relu && !(v > 0) ? C(0) : v;
+        y[p * S + i] = relu && v < C(0) ? C(0) : v;  // NaN passes through, as relu's
       }
     }
   });
@@ -184,17 +195,16 @@ void batch_norm_backward(const Op& op, In in, Out out) {
     for (int64_t c = c0; c < c1; ++c) {
       const double m = mean[c], s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
       // The gradient reaching batch norm: through the ReLU (batch_norm_relu), zero where the
-      // forward's output, recomputed as batch_norm_forward computes it, was not positive.
-      const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
-      const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
-                                     static_cast<double>(mean[c]) * scale);
+      // forward's output was not positive.
+      const auto [scale, shift] = batch_norm_affine(mean, var, w, b, eps, c);
       auto grad = [&](int64_t j) { return relu && !(x[j] * scale + shift > 0) ? C(0) : g[j]; };
       double sg = 0, sgx = 0;
       for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < S; ++i) {
           const int64_t j = (n * Ch + c) * S + i;
-          sg += grad(j);
-          sgx += grad(j) * ((x[j] - m) * s);
+          const double gj = grad(j);
+          sg += gj;
+          sgx += gj * ((x[j] - m) * s);
         }
       dw[c] = static_cast<C>(sgx);
       db[c] = static_cast<C>(sg);

@@ -110,17 +110,23 @@ Problem problem(const Op& op, const Shape& xs, const Shape& ws, const Shape& ys,
   return p;
 }
 
-// dims [N, C, *spatial], stored in that order or (nhwc) as [N, *spatial, C].
-void set_tensor(const TensorDesc& t, const std::vector<int>& dims, DType dtype, bool nhwc) {
-  std::vector<int> strides(dims.size());
+// The strides of dims [N, C, *spatial] stored in that order or (nhwc) as [N, *spatial, C].
+std::vector<int64_t> strides_of(const std::vector<int>& dims, bool nhwc) {
+  std::vector<int64_t> strides(dims.size());
   int64_t s = 1;
   auto next = [&](size_t i) {
-    strides[i] = as_int(s, "tensor size");
+    strides[i] = s;
     s *= dims[i] > 0 ? dims[i] : 1;
   };
   if (nhwc) next(1);
   for (size_t i = dims.size(); i-- > 0;)
     if (!nhwc || i != 1) next(i);
+  return strides;
+}
+
+void set_tensor(const TensorDesc& t, const std::vector<int>& dims, DType dtype, bool nhwc) {
+  std::vector<int> strides;
+  for (int64_t s : strides_of(dims, nhwc)) strides.push_back(as_int(s, "tensor size"));
   CUDNN_CHECK(cudnnSetTensorNdDescriptor(t.d, cudnn_type(dtype), static_cast<int>(dims.size()),
                                          dims.data(), strides.data()));
 }
@@ -943,15 +949,7 @@ std::unique_ptr<GraphPlan> graph_plan(Pass pass, const Problem& p, int64_t align
   std::vector<BackendDesc> tensors;
   for (int i = 0; i < 3; ++i) {
     const std::vector<int>& d = *dims[i];
-    std::vector<int64_t> shape(d.begin(), d.end()), strides(d.size());
-    int64_t stride = 1;
-    auto next = [&](size_t j) {
-      strides[j] = stride;
-      stride *= shape[j] > 0 ? shape[j] : 1;
-    };
-    if (p.nhwc) next(1);
-    for (size_t j = shape.size(); j-- > 0;)
-      if (!p.nhwc || j != 1) next(j);
+    const std::vector<int64_t> shape(d.begin(), d.end()), strides = strides_of(d, p.nhwc);
     tensors.emplace_back(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
     const BackendDesc& t = tensors.back();
     k.set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, &type);
@@ -1150,7 +1148,6 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
           plan.lt = std::move(lt);
         }
       }
-      if (plan.graph) cudnn_ms = gpu_ms([&] { execute(*plan.graph, a, b, o); });
       if (c) cudnn_ms = gpu_ms([&] { run_cudnn(pass, *plan.descs, *c, p.dtype, a, b, o); });
       if (cudnn_ms < 0 || gemm_ms < cudnn_ms) {
         plan.gemm = g;

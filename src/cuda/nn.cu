@@ -1578,9 +1578,8 @@ void batch_norm_op(const Op& op, const Dense& d, Out out) {
       }
       channel_sums<true>(
           N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S, fwd},
-          StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var,
-                                   has_w ? d.ptr<P>(4) : nullptr, eps, static_cast<double>(N * S),
-                                   training, coef.as<Coef<acc_t<T>>>()},
+          StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var, w, eps,
+                                   static_cast<double>(N * S), training, coef.as<Coef<acc_t<T>>>()},
           pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()));
       return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), fwd, false,
                                      coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
