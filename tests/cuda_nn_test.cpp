@@ -59,6 +59,51 @@ void expect_same(const Fn& f, const std::vector<Tensor>& in, double tol, const c
 
 }  // namespace
 
+// Float32 f on CUDA, and its gradients with respect to every input for an output gradient g,
+// against float64 on the CPU. Errors are measured against each value's sum of |terms| (f and
+// its gradients run in float64 on |inputs| and |g|, which f's linearity in each input makes
+// exactly that), float32's error-bound scale, whatever order the sums run in: below 1e-5
+// everywhere, as for products (Tf32x3ProductsKeepFloat32Accuracy).
+void expect_float32_accurate(const Fn& f, const std::vector<Tensor>& in, const char* what) {
+  auto run = [&](std::vector<Tensor> xs, const Tensor& g) {
+    for (Tensor& x : xs) x = x.detach().requires_grad_();
+    Tensor y = f(xs);
+    std::vector<Tensor> out{y.detach()};
+    for (Tensor& d : crisp::grad(y, xs, g.to(y.backend()).cast(y.dtype()))) out.push_back(d);
+    return out;
+  };
+  std::vector<Tensor> got, ref, scale;
+  Backend::cpu()->use([&] {
+    std::vector<Tensor> wide, mag;
+    for (const Tensor& t : in) {
+      wide.push_back(t.to(Backend::cpu()).cast(f64));
+      mag.push_back(wide.back().abs());
+    }
+    const Tensor g = randn(f(wide).shape(), f64);
+    ref = run(wide, g);
+    scale = run(mag, g.abs());
+    got = Backend::cuda()->use([&] { return run(in, g.cast(f32)); });
+  });
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  for (size_t t = 0; t < got.size(); ++t) {
+    EXPECT_EQ(got[t].dtype(), f32) << what;
+    const std::vector<double> a = values(got[t]), b = values(ref[t]), s = values(scale[t]);
+    ASSERT_EQ(a.size(), b.size()) << what;
+    size_t worst = 0;
+    double worst_error = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double e = std::abs(a[i] - b[i]) / std::max(s[i], 1e-30);
+      if (!(e <= worst_error)) {
+        worst = i;
+        worst_error = e;
+      }
+    }
+    EXPECT_LE(worst_error, 1e-5) << what << (t == 0 ? " value" : " gradient ") << t << " at "
+                                 << worst << ": " << a[worst] << " vs " << b[worst]
+                                 << ", terms' scale " << s[worst];
+  }
+}
+
 TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
   Tensor x = randn({4, 32, 20, 20}), w = randn({48, 16, 3, 3}), b = randn({48});
   expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },
@@ -78,13 +123,14 @@ TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
   expect_same([](auto& v) { return conv1d(v[0], v[1], v[2], {.padding = {2}, .dilation = {2}}); },
               {randn({8, 64, 300}), randn({64, 64, 5}), randn({64})}, 2e-4, "conv1d");
   // The reference CNN's convolutions, at a training batch and for one image: each pass picks
-  // cuDNN or the GEMM path (split or not) by timing them.
+  // cuDNN, the GEMM path (split or not, on FMA or 3xTF32 kernels) or the direct kernel by timing
+  // them.
   for (int64_t n : {64, 1})
-    for (const auto& [c, o] : {std::pair<int64_t, int64_t>{20, 50}, {50, 500}}) {
-      const int64_t side = c == 20 ? 14 : 7;
-      expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {2}}); },
-                  {randn({n, c, side, side}), randn({o, c, 5, 5}), randn({o})}, 2e-4,
-                  "reference CNN conv2d");
+    for (const auto& [c, o] : {std::pair<int64_t, int64_t>{1, 20}, {20, 50}, {50, 500}}) {
+      const int64_t side = c == 1 ? 28 : c == 20 ? 14 : 7;
+      expect_float32_accurate([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {2}}); },
+                              {randn({n, c, side, side}), randn({o, c, 5, 5}), randn({o})},
+                              "reference CNN conv2d");
     }
   // 16-bit data: both backends round the same inputs and accumulate in float.
   for (DType dt : {f16, bf16})
@@ -365,11 +411,10 @@ TEST_P(CudaNn, SmallConvolutionsMatchCpu) {
                                   << got[worst] << " vs " << ref[worst] << ", terms' scale "
                                   << scale[worst];
     }
-    // float32 both sides, summing in different orders: conv3's input gradient adds 12,500 terms
-    // of size ~1, and which GEMM or cuDNN plan sums them is chosen by timing (two ran 1.2e-4
-    // apart on a value of 0.17).
-    expect_same([&](auto& v) { return conv(c, v); }, c.bias ? in : std::vector{in[0], in[1]}, 3e-4,
-                c.name);
+    // With gradients: conv3's input gradient adds 12,500 terms of size ~1, summed in an order
+    // of the plan's (chosen by timing).
+    expect_float32_accurate([&](auto& v) { return conv(c, v); },
+                            c.bias ? in : std::vector{in[0], in[1]}, c.name);
   }
   // loss.backward() through the reference CNN's first two convolutions for one image.
   const std::vector<Tensor> params{randn({1, 1, 28, 28}), randn({20, 1, 5, 5}), randn({20}),

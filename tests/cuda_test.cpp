@@ -170,13 +170,16 @@ TEST_P(CudaBackend, MatmulMatchesCpuForBatchesViewsAndDtypes) {
 }
 
 // Float32 products may run on the tensor cores in three TF32 parts (3xTF32) when timing favours
-// it; CRISP_TF32X3_TILE forces each tile shape here, for every operand layout, at sizes that
-// leave partial tiles on every edge. The result must keep float32's accuracy against float64.
+// it; CRISP_TF32X3_TILE forces each tile shape here, whole or with k split in three ranges, for
+// every operand layout, at sizes that leave partial tiles on every edge and a short last range.
+// The result must keep float32's accuracy against float64.
 TEST_P(CudaBackend, Tf32x3ProductsKeepFloat32Accuracy) {
-  for (int tile = 0; tile < 3; ++tile) {
-    ASSERT_EQ(setenv("CRISP_TF32X3_TILE", std::to_string(tile).c_str(), 1), 0);
-    // Each tile gets shapes of its own: plans are kept per shape.
-    const int64_t m = 260 + 4 * tile, n = 196, k = 300;
+  for (int variant = 0; variant < 6; ++variant) {
+    const int tile = variant % 3, splits = variant < 3 ? 1 : 3;
+    const std::string forced = std::to_string(tile) + "," + std::to_string(splits);
+    ASSERT_EQ(setenv("CRISP_TF32X3_TILE", forced.c_str(), 1), 0);
+    // Each variant gets shapes of its own: plans are kept per shape.
+    const int64_t m = 260 + 4 * variant, n = 196, k = 300;
     Tensor a = randn({m, k}, f64) * 3, b = randn({k, n}, f64);
     Tensor ref = matmul(a, b);
     // Errors are measured against each output's sum of |terms|, float32's error-bound scale:
@@ -193,18 +196,20 @@ TEST_P(CudaBackend, Tf32x3ProductsKeepFloat32Accuracy) {
       double sq = 0;
       for (size_t i = 0; i < got.size(); ++i) {
         const double e = std::abs(got[i] - want[i]) / scale[i];
-        ASSERT_LE(e, 1e-5) << what << " at " << i;
+        ASSERT_LE(e, 1e-5) << what << " at " << i << " with tile,splits " << forced;
         sq += e * e;
       }
-      EXPECT_LE(std::sqrt(sq / static_cast<double>(got.size())), 1e-6) << what;
+      EXPECT_LE(std::sqrt(sq / static_cast<double>(got.size())), 1e-6) << what << " " << forced;
     }
-    // An infinite input makes its row non-finite (NaN here, where float32 gives infinities)
-    // and leaves the other rows alone.
-    Tensor inf_row = af.clone();
-    inf_row[0, 0] = std::numeric_limits<float>::infinity();
-    Tensor prod = matmul(inf_row, bf);
+    // An infinite or NaN input makes its row non-finite (NaN here, where float32 gives
+    // infinities) and leaves the other rows alone.
+    Tensor bad_rows = af.clone();
+    bad_rows[0, 0] = std::numeric_limits<float>::infinity();
+    bad_rows[1, 7] = std::numeric_limits<float>::quiet_NaN();
+    Tensor prod = matmul(bad_rows, bf);
     for (double v : values(prod[0])) EXPECT_FALSE(std::isfinite(v)) << v;
-    for (double v : values(prod[1])) EXPECT_TRUE(std::isfinite(v)) << v;
+    for (double v : values(prod[1])) EXPECT_TRUE(std::isnan(v)) << v;
+    for (double v : values(prod[2])) EXPECT_TRUE(std::isfinite(v)) << v;
   }
   ASSERT_EQ(unsetenv("CRISP_TF32X3_TILE"), 0);
 }

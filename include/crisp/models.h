@@ -9,7 +9,8 @@
 namespace crisp::models {
 
 // The benchmark CNN (torch_cpu_seed_cnn.py's SeedCNN): three blocks of Conv2d(5x5, padding 2),
-// ReLU and 2x2 max-pooling (channels in -> 20 -> 50 -> final), then
+// ReLU and 2x2 max-pooling (channels in -> 20 -> 50 -> final; each block pools before its ReLU,
+// which gives the same values and gradients on a quarter of the elements), then
 //   linear1: Linear(fc, fc/2), Dropout, ReLU
 //   linear2: Linear(fc/2, fc/4), Dropout
 //   linear3: Linear(fc/4, classes), Dropout

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -753,19 +754,20 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // The direct launch for a small forward pass whose staged data fits in shared memory, or
-// nothing. Small: at most 2^16 outputs and 2^26 multiply-adds (~8 us at a quarter of an H200's
-// float32 FMA rate). With few outputs, the libraries' tiled kernels fill few SMs too (cuBLASLt's
-// product for the reference CNN's 7x7 layer fills 20 of 132), so their per-term speed doesn't
-// pay for their host cost; at the reference CNN's training batch of 64 (from 600K outputs) they
-// fill the GPU, and their measured plans stay.
+// nothing. Small: at most max_outputs outputs and 2^26 multiply-adds (~8 us at a quarter of an
+// H200's float32 FMA rate). Up to 2^16 outputs the direct kernel is taken untimed: with few
+// outputs, the libraries' tiled kernels fill few SMs too (cuBLASLt's product for the reference
+// CNN's 7x7 layer fills 20 of 132), so their per-term speed doesn't pay for their host cost. Past
+// that it is one more timed candidate: at the reference CNN's training batch of 64 its first layer
+// (1M outputs of 25 terms) is mostly im2col and output traffic on the GEMM path.
 constexpr int64_t kDirectMaxOutputs = int64_t{1} << 16;
 constexpr int64_t kDirectMaxMacs = int64_t{1} << 26;
-std::optional<Direct> direct_launch(const Problem& p) {
+std::optional<Direct> direct_launch(const Problem& p, int64_t max_outputs) {
   const std::optional<Geom> geom = geometry(p);
   if (!geom) return std::nullopt;
   const Geom& g = *geom;
   const int64_t plane = int64_t{g.oh} * g.ow, outputs = g.positions() * g.o;
-  if (outputs > kDirectMaxOutputs || outputs * g.taps() > kDirectMaxMacs) return std::nullopt;
+  if (outputs > max_outputs || outputs * g.taps() > kDirectMaxMacs) return std::nullopt;
   Direct d{};
   d.g = g;
   d.cg = g.c / g.groups;
@@ -1118,7 +1120,7 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
   // The GEMM and direct paths read the usual layout.
   const std::optional<Geom> g = p.nhwc ? std::nullopt : gemm_geometry(p);
   float gemm_ms = -1, cudnn_ms = -1;
-  if (pass == Pass::forward && !p.nhwc) plan.direct = direct_launch(p);
+  if (pass == Pass::forward && !p.nhwc) plan.direct = direct_launch(p, kDirectMaxOutputs);
   if (plan.direct) {
     // One kernel: nothing to build or time.
   } else if (g && p.flops < kMeasureFlops) {
@@ -1156,6 +1158,21 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
       } else {
         plan.lt.reset();
       }
+    }
+    // The direct kernel, where its multiply-adds are few enough, against whichever won (which
+    // still has its bias pass to come, where the direct kernel adds the bias as it stores).
+    const std::optional<Direct> direct = pass == Pass::forward && !p.nhwc
+                                             ? direct_launch(p, std::numeric_limits<int64_t>::max())
+                                             : std::nullopt;
+    if (direct) {
+      const float ms = gpu_ms([&] { run_direct(*direct, p.dtype, a, b, nullptr, o); });
+      const float best = plan.gemm ? gemm_ms : cudnn_ms;
+      if (best < 0 || ms < best) {
+        plan = Plan{};
+        plan.direct = direct;
+      }
+      if (std::getenv("CRISP_PROFILE"))
+        std::fprintf(stderr, "crisp conv plan: forward direct kernel %.1f us\n", ms * 1e3);
     }
   }
   if (std::getenv("CRISP_PROFILE")) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace crisp::cuda {
 
@@ -26,15 +27,18 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// x rounded to TF32's 10 significand bits, to nearest with ties away from zero: half a TF32 step
+// added to the magnitude, the 13 low bits dropped. This is cvt.rna.tf32.f32 for finite x in two
+// integer instructions, where the cvt's own check for infinities and NaN costs two more; the
+// product loop issues 24 of these splits per 48 tensor-core products, so their count sets its
+// speed. An infinity stays infinite; a NaN may become an infinity, whose low part is then NaN.
 __device__ __forceinline__ uint32_t tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
+  return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
 }
 
 // x = hi + lo, both rounded to TF32's 10 significand bits: 22 of x's 24 bits. (Truncating
 // instead, as the tensor cores do with a raw float, leaves errors 16 times larger.) An infinite
-// x gets a NaN low part, so its products are NaN where float32's would be infinite.
+// or NaN x gets a NaN low part, so its products are NaN where float32's would be infinite.
 __device__ __forceinline__ void split(float x, uint32_t& hi, uint32_t& lo) {
   hi = tf32(x);
   lo = tf32(x - __uint_as_float(hi));
@@ -50,16 +54,20 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const
 
 // Copies the [ROWS, COLS] tile at (r0, c0) of a row-major [rows, cols] matrix (row stride ld)
 // into shared memory with row stride dst_ld, zero-filling past the matrix's edges. cols is a
-// multiple of 4, so each 16-byte chunk is wholly inside or outside.
+// multiple of 4, so each 16-byte chunk is wholly inside or outside. The trip count is fixed, so
+// the loop unrolls; indices are 32-bit (tf32x3_fits checks the extents), as the copies' index
+// arithmetic is a good part of the loop's instructions.
 template <int ROWS, int COLS, int THREADS>
 __device__ __forceinline__ void load_tile(float* dst, int dst_ld, const float* src, int64_t ld,
-                                          int64_t r0, int64_t c0, int64_t rows, int64_t cols) {
+                                          int r0, int c0, int rows, int cols) {
   constexpr int kChunks = ROWS * COLS / 4;
+  static_assert(kChunks % THREADS == 0, "every thread copies the same number of chunks");
 #pragma unroll
-  for (int i = static_cast<int>(threadIdx.x); i < kChunks; i += THREADS) {
-    const int r = i / (COLS / 4), c = i % (COLS / 4) * 4;
-    const bool ok = r0 + r < rows && c0 + c < cols;
-    cp_async16(dst + r * dst_ld + c, ok ? src + (r0 + r) * ld + c0 + c : src, ok);
+  for (int it = 0; it < kChunks / THREADS; ++it) {
+    const int i = it * THREADS + static_cast<int>(threadIdx.x);
+    const int r = r0 + i / (COLS / 4), c = c0 + i % (COLS / 4) * 4;
+    const bool ok = r < rows && c < cols;
+    cp_async16(dst + (r - r0) * dst_ld + (c - c0), ok ? src + r * ld + c : src, ok);
   }
 }
 
@@ -77,43 +85,56 @@ struct Tile {
   static_assert(kSmem <= 48 * 1024, "static shared-memory limit");
 };
 
+// Split-K: blockIdx.z covers sh.batch products times `splits` ranges of k, each kchunk long (a
+// multiple of kBK). With one range the block writes c; with several, each range writes its own
+// [m, n] slice of `partial` (z-th slice for blockIdx.z), summed into c by sum_splits.
 template <int BM, int BN, bool TA, bool TB>
-__global__ void __launch_bounds__(Tile<BM, BN, TA, TB>::kThreads)
+__global__ void __launch_bounds__(Tile<BM, BN, TA, TB>::kThreads, 3)  // 3 blocks per SM
     tf32x3_kernel(GemmShape sh, const float* __restrict__ a, const float* __restrict__ b,
-                  float* __restrict__ c) {
+                  float* __restrict__ c, int splits, int64_t kchunk, float* __restrict__ partial) {
   using L = Tile<BM, BN, TA, TB>;
   extern __shared__ __align__(16) float smem[];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;  // the fragment layouts' row group and column
   const int wm = warp / L::kWarpsN * 64, wn = warp % L::kWarpsN * 32;
-  const int64_t m0 = int64_t{blockIdx.y} * BM, n0 = int64_t{blockIdx.x} * BN;
-  a += blockIdx.z * sh.sa;
-  b += blockIdx.z * sh.sb;
-  c += blockIdx.z * sh.sc;
+  const int m0 = static_cast<int>(blockIdx.y) * BM, n0 = static_cast<int>(blockIdx.x) * BN;
+  const int m = static_cast<int>(sh.m), n = static_cast<int>(sh.n);
+  const int64_t product = blockIdx.z / splits, range = blockIdx.z % splits;
+  const int kbegin = static_cast<int>(range * kchunk);
+  const int kend = static_cast<int>(std::min(sh.k, kbegin + kchunk));
+  a += product * sh.sa;
+  b += product * sh.sb;
+  int64_t ldc = sh.ldc;
+  if (splits > 1) {
+    c = partial + int64_t{blockIdx.z} * sh.m * sh.n;
+    ldc = sh.n;
+  } else {
+    c += product * sh.sc;
+  }
 
-  auto load = [&](int stage, int64_t k0) {
+  auto load = [&](int stage, int k0) {
     float* as = smem + stage * L::kStageElems;
     float* bs = as + L::kAElems;
     if constexpr (TA)
-      load_tile<kBK, BM, L::kThreads>(as, L::kALd, a, sh.lda, k0, m0, sh.k, sh.m);
+      load_tile<kBK, BM, L::kThreads>(as, L::kALd, a, sh.lda, k0, m0, kend, m);
     else
-      load_tile<BM, kBK, L::kThreads>(as, L::kALd, a, sh.lda, m0, k0, sh.m, sh.k);
+      load_tile<BM, kBK, L::kThreads>(as, L::kALd, a, sh.lda, m0, k0, m, kend);
     if constexpr (TB)
-      load_tile<BN, kBK, L::kThreads>(bs, L::kBLd, b, sh.ldb, n0, k0, sh.n, sh.k);
+      load_tile<BN, kBK, L::kThreads>(bs, L::kBLd, b, sh.ldb, n0, k0, n, kend);
     else
-      load_tile<kBK, BN, L::kThreads>(bs, L::kBLd, b, sh.ldb, k0, n0, sh.k, sh.n);
+      load_tile<kBK, BN, L::kThreads>(bs, L::kBLd, b, sh.ldb, k0, n0, kend, n);
   };
-  auto at_a = [](const float* as, int m, int k) {
-    return TA ? as[k * L::kALd + m] : as[m * L::kALd + k];
+  auto at_a = [](const float* as, int row, int k) {
+    return TA ? as[k * L::kALd + row] : as[row * L::kALd + k];
   };
-  auto at_b = [](const float* bs, int k, int n) {
-    return TB ? bs[n * L::kBLd + k] : bs[k * L::kBLd + n];
+  auto at_b = [](const float* bs, int k, int col) {
+    return TB ? bs[col * L::kBLd + k] : bs[k * L::kBLd + col];
   };
 
   float acc[4][4][4] = {};
-  const int ktiles = static_cast<int>((sh.k + kBK - 1) / kBK);
+  const int ktiles = (kend - kbegin + kBK - 1) / kBK;
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < ktiles) load(s, int64_t{s} * kBK);
+    if (s < ktiles) load(s, kbegin + s * kBK);
     cp_async_commit();
   }
   for (int kt = 0; kt < ktiles; ++kt) {
@@ -122,7 +143,7 @@ __global__ void __launch_bounds__(Tile<BM, BN, TA, TB>::kThreads)
     // copies issued next overwrite.
     __syncthreads();
     const int next = kt + kStages - 1;
-    if (next < ktiles) load(next % kStages, int64_t{next} * kBK);
+    if (next < ktiles) load(next % kStages, kbegin + next * kBK);
     cp_async_commit();
     const float* as = smem + (kt % kStages) * L::kStageElems;
     const float* bs = as + L::kAElems;
@@ -131,17 +152,17 @@ __global__ void __launch_bounds__(Tile<BM, BN, TA, TB>::kThreads)
       uint32_t ah[4][4], al[4][4], bh[4][2], bl[4][2];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int m = wm + i * 16 + g;
-        split(at_a(as, m, kk + t), ah[i][0], al[i][0]);
-        split(at_a(as, m + 8, kk + t), ah[i][1], al[i][1]);
-        split(at_a(as, m, kk + t + 4), ah[i][2], al[i][2]);
-        split(at_a(as, m + 8, kk + t + 4), ah[i][3], al[i][3]);
+        const int row = wm + i * 16 + g;
+        split(at_a(as, row, kk + t), ah[i][0], al[i][0]);
+        split(at_a(as, row + 8, kk + t), ah[i][1], al[i][1]);
+        split(at_a(as, row, kk + t + 4), ah[i][2], al[i][2]);
+        split(at_a(as, row + 8, kk + t + 4), ah[i][3], al[i][3]);
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int n = wn + j * 8 + g;
-        split(at_b(bs, kk + t, n), bh[j][0], bl[j][0]);
-        split(at_b(bs, kk + t + 4, n), bh[j][1], bl[j][1]);
+        const int col = wn + j * 8 + g;
+        split(at_b(bs, kk + t, col), bh[j][0], bl[j][0]);
+        split(at_b(bs, kk + t + 4, col), bh[j][1], bl[j][1]);
       }
       // The small terms first, so the large one is added last.
 #pragma unroll
@@ -161,27 +182,58 @@ __global__ void __launch_bounds__(Tile<BM, BN, TA, TB>::kThreads)
     for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t r = m0 + wm + i * 16 + g + (e / 2) * 8, col = n0 + wn + j * 8 + 2 * t + e % 2;
-        if (r < sh.m && col < sh.n) c[r * sh.ldc + col] = acc[i][j][e];
+        const int r = m0 + wm + i * 16 + g + (e / 2) * 8, col = n0 + wn + j * 8 + 2 * t + e % 2;
+        if (r < m && col < n) c[r * ldc + col] = acc[i][j][e];
       }
 }
 
+// c = the sum of each product's `splits` slices of partial, in a fixed order (so results repeat).
+__global__ void sum_splits(GemmShape sh, int splits, const float* __restrict__ partial,
+                           float* __restrict__ c) {
+  const int64_t mn = sh.m * sh.n;
+  CRISP_GRID_STRIDE(e, mn * sh.batch) {
+    const int64_t product = e / mn, i = e % mn;
+    const float* p = partial + product * splits * mn + i;
+    float sum = 0;
+    for (int s = 0; s < splits; ++s) sum += p[s * mn];
+    c[product * sh.sc + i / sh.n * sh.ldc + i % sh.n] = sum;
+  }
+}
+
 template <int BM, int BN, bool TA, bool TB>
-void launch(const GemmShape& sh, const float* a, const float* b, float* c) {
+void launch_split(const GemmShape& sh, int splits, const float* a, const float* b, float* c) {
   using L = Tile<BM, BN, TA, TB>;
+  const int64_t ktiles = (sh.k + kBK - 1) / kBK;
+  const int64_t kchunk = (ktiles + splits - 1) / splits * kBK;
+  splits = static_cast<int>((sh.k + kchunk - 1) / kchunk);  // no empty ranges
+  float* partial = nullptr;
+  if (splits > 1)
+    partial = static_cast<float*>(
+        ctx().workspace(static_cast<size_t>(splits) * sh.batch * sh.m * sh.n * sizeof(float)));
   const dim3 grid(static_cast<unsigned>((sh.n + BN - 1) / BN),
-                  static_cast<unsigned>((sh.m + BM - 1) / BM), static_cast<unsigned>(sh.batch));
-  tf32x3_kernel<BM, BN, TA, TB><<<grid, L::kThreads, L::kSmem, ctx().stream>>>(sh, a, b, c);
+                  static_cast<unsigned>((sh.m + BM - 1) / BM),
+                  static_cast<unsigned>(sh.batch * splits));
+  launch<tf32x3_kernel<BM, BN, TA, TB>>(grid, L::kThreads, L::kSmem, ctx().stream, sh, a, b, c,
+                                        splits, kchunk, partial);
   CUDA_LAUNCH_CHECK();
+  if (splits > 1) {
+    launch<sum_splits>(grid_for(sh.m * sh.n * sh.batch), kBlock, 0, ctx().stream, sh, splits,
+                       partial, c);
+    CUDA_LAUNCH_CHECK();
+  }
 }
 
 template <int BM, int BN>
-void launch_tile(const GemmShape& sh, const float* a, const float* b, float* c) {
+void launch_tile(const GemmShape& sh, int splits, const float* a, const float* b, float* c) {
   if (sh.ta)
-    sh.tb ? launch<BM, BN, true, true>(sh, a, b, c) : launch<BM, BN, true, false>(sh, a, b, c);
+    sh.tb ? launch_split<BM, BN, true, true>(sh, splits, a, b, c)
+          : launch_split<BM, BN, true, false>(sh, splits, a, b, c);
   else
-    sh.tb ? launch<BM, BN, false, true>(sh, a, b, c) : launch<BM, BN, false, false>(sh, a, b, c);
+    sh.tb ? launch_split<BM, BN, false, true>(sh, splits, a, b, c)
+          : launch_split<BM, BN, false, false>(sh, splits, a, b, c);
 }
+
+constexpr int kTileRows[kTf32x3Tiles] = {128, 64, 64}, kTileCols[kTf32x3Tiles] = {64, 128, 64};
 
 }  // namespace
 
@@ -191,17 +243,30 @@ bool tf32x3_fits(const GemmShape& sh, const void* a, const void* b) {
   const int64_t a_cols = sh.ta ? sh.m : sh.k, b_cols = sh.tb ? sh.k : sh.n;
   return sh.m > 0 && sh.n > 0 && sh.k > 0 && aligned(a) && aligned(b) && a_cols % 4 == 0 &&
          b_cols % 4 == 0 && sh.lda % 4 == 0 && sh.ldb % 4 == 0 && sh.sa % 4 == 0 &&
-         sh.sb % 4 == 0 && (sh.m + 63) / 64 <= 65535 && sh.batch <= 65535;
+         sh.sb % 4 == 0 && (sh.m + 63) / 64 <= 65535 && sh.batch * kTf32x3MaxSplits <= 65535 &&
+         std::max({sh.m, sh.n, sh.k}) < (int64_t{1} << 30);
 }
 
-void tf32x3_gemm(int tile, const GemmShape& sh, const float* a, const float* b, float* c) {
+int tf32x3_splits(int tile, const GemmShape& sh) {
+  const int64_t blocks = (sh.m + kTileRows[tile] - 1) / kTileRows[tile] *
+                         ((sh.n + kTileCols[tile] - 1) / kTileCols[tile]) * sh.batch;
+  // Three blocks fit on an SM (registers and shared memory), and a product wants them all busy;
+  // each range of k keeps at least four stages, to amortize the pipeline's fill.
+  const int64_t want = int64_t{ctx().sm_count > 0 ? ctx().sm_count : 132} * 3;
+  const int64_t most = std::max<int64_t>(1, (sh.k + 4 * kBK - 1) / (4 * kBK));
+  return static_cast<int>(std::clamp<int64_t>((want + blocks - 1) / blocks, 1,
+                                              std::min<int64_t>(most, kTf32x3MaxSplits)));
+}
+
+void tf32x3_gemm(int tile, int splits, const GemmShape& sh, const float* a, const float* b,
+                 float* c) {
   switch (tile) {
     case 0:
-      return launch_tile<128, 64>(sh, a, b, c);
+      return launch_tile<128, 64>(sh, splits, a, b, c);
     case 1:
-      return launch_tile<64, 128>(sh, a, b, c);
+      return launch_tile<64, 128>(sh, splits, a, b, c);
     default:
-      return launch_tile<64, 64>(sh, a, b, c);
+      return launch_tile<64, 64>(sh, splits, a, b, c);
   }
 }
 
@@ -278,23 +343,33 @@ void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
     algo_ = found[best].algo;
     workspace_ = found[best].workspaceSize;
     if constexpr (std::is_same_v<T, float>) {
-      // CRISP_TF32X3_TILE=i gives every float32 product these kernels can read tile i, untimed:
-      // how the tests reach each kernel.
+      // CRISP_TF32X3_TILE=i (or i,s) gives every float32 product these kernels can read tile i
+      // (in s ranges of k), untimed: how the tests reach each kernel.
       const char* forced = std::getenv("CRISP_TF32X3_TILE");
-      if (forced && !tf32_enabled() && tf32x3_fits(sh, a, b))
+      if (forced && !tf32_enabled() && tf32x3_fits(sh, a, b)) {
         tf32x3_tile_ = std::clamp(std::atoi(forced), 0, kTf32x3Tiles - 1);
-      else if (best_ms >= 0 && !tf32_enabled() && tf32x3_fits(sh, a, b)) {
+        const char* comma = std::strchr(forced, ',');
+        tf32x3_splits_ = comma ? std::clamp(std::atoi(comma + 1), 1, kTf32x3MaxSplits) : 1;
+      } else if (best_ms >= 0 && !tf32_enabled() && tf32x3_fits(sh, a, b)) {
         for (int tile = 0; tile < kTf32x3Tiles; ++tile) {
-          const float ms = gpu_ms([&] { tf32x3_gemm(tile, sh, a, b, c); });
-          if (ms < best_ms) {
-            best_ms = ms;
-            tf32x3_tile_ = tile;
+          const int filling = tf32x3_splits(tile, sh);
+          // The ranges of k that fill the GPU, then (if that was more than one) a single range.
+          for (int splits = filling;; splits = 1) {
+            const float ms = gpu_ms([&] { tf32x3_gemm(tile, splits, sh, a, b, c); });
+            if (ms < best_ms) {
+              best_ms = ms;
+              tf32x3_tile_ = tile;
+              tf32x3_splits_ = splits;
+            }
+            if (std::getenv("CRISP_PROFILE"))
+              std::fprintf(stderr,
+                           "crisp gemm plan: %lldx%lldx%lld%s%s 3xTF32 tile %d in %d parts of k "
+                           "%.1f us\n",
+                           static_cast<long long>(m), static_cast<long long>(n),
+                           static_cast<long long>(k), ta ? " a^T" : "", tb ? " b^T" : "", tile,
+                           splits, ms * 1e3);
+            if (splits == 1) break;
           }
-          if (std::getenv("CRISP_PROFILE"))
-            std::fprintf(stderr, "crisp gemm plan: %lldx%lldx%lld%s%s 3xTF32 tile %d %.1f us\n",
-                         static_cast<long long>(m), static_cast<long long>(n),
-                         static_cast<long long>(k), ta ? " a^T" : "", tb ? " b^T" : "", tile,
-                         ms * 1e3);
         }
       }
     }
@@ -306,7 +381,8 @@ void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
   }
   if constexpr (std::is_same_v<T, float>) {
     // Operands of a later call may sit elsewhere; cuBLASLt takes any that these kernels can't.
-    if (tf32x3_tile_ >= 0 && tf32x3_fits(sh, a, b)) return tf32x3_gemm(tf32x3_tile_, sh, a, b, c);
+    if (tf32x3_tile_ >= 0 && tf32x3_fits(sh, a, b))
+      return tf32x3_gemm(tf32x3_tile_, tf32x3_splits_, sh, a, b, c);
   }
   call(a, b, c, algo_, workspace_, dbl);
 }

@@ -63,10 +63,16 @@ struct GemmShape {
 // Finite inputs keep float32's accuracy; an infinite input gives NaN instead of an infinity.
 // Tile shapes on offer; each is timed as a candidate.
 inline constexpr int kTf32x3Tiles = 3;
+// Products with few output tiles split k into up to this many ranges, run side by side and
+// summed in a fixed order after.
+inline constexpr int kTf32x3MaxSplits = 16;
 // Whether the kernels can read these operands: 16-byte aligned rows along each operand's
 // contiguous dimension.
 bool tf32x3_fits(const GemmShape& sh, const void* a, const void* b);
-void tf32x3_gemm(int tile, const GemmShape& sh, const float* a, const float* b, float* c);
+// The ranges of k that fill the GPU with blocks of tile `tile`.
+int tf32x3_splits(int tile, const GemmShape& sh);
+void tf32x3_gemm(int tile, int splits, const GemmShape& sh, const float* a, const float* b,
+                 float* c);
 
 // A product through cuBLASLt, which is column-major, so it computes c^T = op(b)^T op(a)^T. The
 // algorithm is picked on first use: for large products the fastest of cuBLASLt's candidates
@@ -91,7 +97,8 @@ class LtGemm {
   cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, lc_ = nullptr;  // b, a, c as cuBLASLt's
   cublasLtMatmulAlgo_t algo_{};
   size_t workspace_ = 0;
-  int tf32x3_tile_ = -1;  // the 3xTF32 tile chosen over cuBLASLt, or -1
+  int tf32x3_tile_ = -1;   // the 3xTF32 tile chosen over cuBLASLt, or -1
+  int tf32x3_splits_ = 1;  // and its ranges of k
 };
 
 }  // namespace crisp::cuda
