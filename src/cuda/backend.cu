@@ -295,7 +295,7 @@ class CudaBackend final : public Backend {
   void run(const Op& op, In in, Out out) override {
     DeviceGuard guard(dev_);
     if (OpProfile* p = op_profile()) {
-      ProfileScope scope(*p, op.kind, dev_.context.stream);
+      ProfileScope scope(*p, p->row(op.kind, in), dev_.context.stream);
       return route(op, in, out);
     }
     route(op, in, out);

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 #include <string_view>
+#include <utility>
 
 namespace crisp::cuda {
 
@@ -24,9 +26,17 @@ cudaEvent_t OpProfile::event() {
   return e;
 }
 
-void OpProfile::add(OpKind kind, cudaEvent_t start, cudaEvent_t stop, double host_us) {
+std::string OpProfile::row(OpKind kind, std::span<const Array> in) const {
+  if (!by_shape_) return op_name(kind);
+  std::ostringstream r;
+  r << op_name(kind);
+  for (size_t i = 0; i < in.size(); ++i) r << (i ? " x " : " ") << in[i].shape;
+  return r.str();
+}
+
+void OpProfile::add(std::string row, cudaEvent_t start, cudaEvent_t stop, double host_us) {
   std::lock_guard lock(mutex_);
-  pending_.push_back({kind, start, stop, host_us});
+  pending_.push_back({std::move(row), start, stop, host_us});
   if (pending_.size() >= kBatch) gather();
 }
 
@@ -42,11 +52,10 @@ void OpProfile::gather() {
     if (cudaEventSynchronize(p.stop) != cudaSuccess ||
         cudaEventElapsedTime(&ms, p.start, p.stop) != cudaSuccess)
       (void)cudaGetLastError();
-    const size_t k = static_cast<size_t>(p.kind);
-    if (rows_.size() <= k) rows_.resize(k + 1);
-    rows_[k].calls += 1;
-    rows_[k].gpu_ms += ms;
-    rows_[k].host_us += p.host_us;
+    Row& r = rows_[p.row];
+    r.calls += 1;
+    r.gpu_ms += ms;
+    r.host_us += p.host_us;
     free_.push_back(p.start);
     free_.push_back(p.stop);
   }
@@ -56,23 +65,22 @@ void OpProfile::gather() {
 void OpProfile::report(const char* title) {
   std::lock_guard lock(mutex_);
   gather();
-  std::vector<size_t> order;
+  std::vector<const std::pair<const std::string, Row>*> order;
   double gpu_total = 0;
-  for (size_t k = 0; k < rows_.size(); ++k)
-    if (rows_[k].calls) {
-      order.push_back(k);
-      gpu_total += rows_[k].gpu_ms;
-    }
+  for (const auto& entry : rows_) {
+    order.push_back(&entry);
+    gpu_total += entry.second.gpu_ms;
+  }
   std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return rows_[a].gpu_ms > rows_[b].gpu_ms; });
+            [](const auto* a, const auto* b) { return a->second.gpu_ms > b->second.gpu_ms; });
   std::fprintf(stderr, "\ncrisp profile (%s): %.3f ms of GPU time in ops\n", title, gpu_total);
-  std::fprintf(stderr, "%-28s %10s %12s %7s %12s %12s\n", "op", "calls", "GPU ms", "%",
+  std::fprintf(stderr, "%-40s %10s %12s %7s %12s %12s\n", "op", "calls", "GPU ms", "%",
                "GPU us/call", "host us/call");
-  for (size_t k : order) {
-    const Row& r = rows_[k];
+  for (const auto* entry : order) {
+    const Row& r = entry->second;
     const double n = static_cast<double>(r.calls);
-    std::fprintf(stderr, "%-28s %10lld %12.3f %7.2f %12.2f %12.2f\n",
-                 op_name(static_cast<OpKind>(k)), static_cast<long long>(r.calls), r.gpu_ms,
+    std::fprintf(stderr, "%-40s %10lld %12.3f %7.2f %12.2f %12.2f\n", entry->first.c_str(),
+                 static_cast<long long>(r.calls), r.gpu_ms,
                  gpu_total > 0 ? 100 * r.gpu_ms / gpu_total : 0.0, 1e3 * r.gpu_ms / n,
                  r.host_us / n);
   }
@@ -82,7 +90,8 @@ OpProfile* op_profile() {
   static OpProfile* profile = [] {
     const char* v = std::getenv("CRISP_PROFILE");
     if (!v || !*v || std::string_view(v) == "0") return static_cast<OpProfile*>(nullptr);
-    auto* p = new OpProfile();  // outlives every static that might still run ops
+    // Outlives every static that might still run ops.
+    auto* p = new OpProfile(std::string_view(v) == "shapes");
     // Registered after CUDA's runtime started (an op is running), so it runs before CUDA's
     // own exit handlers tear the runtime down.
     std::atexit([] { op_profile()->report(); });
@@ -91,8 +100,8 @@ OpProfile* op_profile() {
   return profile;
 }
 
-ProfileScope::ProfileScope(OpProfile& p, OpKind kind, cudaStream_t stream)
-    : profile_(p), kind_(kind), stream_(stream) {
+ProfileScope::ProfileScope(OpProfile& p, std::string row, cudaStream_t stream)
+    : profile_(p), row_(std::move(row)), stream_(stream) {
   start_ = p.event();
   if (cudaEventRecord(start_, stream) != cudaSuccess) (void)cudaGetLastError();
   t0_ = std::chrono::steady_clock::now();
@@ -103,7 +112,7 @@ ProfileScope::~ProfileScope() {
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0_).count();
   cudaEvent_t stop = profile_.event();
   if (cudaEventRecord(stop, stream_) != cudaSuccess) (void)cudaGetLastError();
-  profile_.add(kind_, start_, stop, host_us);
+  profile_.add(std::move(row_), start_, stop, host_us);
 }
 
 }  // namespace crisp::cuda
