@@ -219,6 +219,13 @@ void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const A&...
   }(Kernel);
 }
 
+// v summed over the lanes that differ from this one in bits `from` and up (all lanes get it).
+template <class C>
+__device__ C lanes_sum(C v, int from) {
+  for (int o = from; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // ---- launch geometry ----
 inline constexpr int kBlock = 256;
 // Blocks for a grid-stride loop over n items: enough to fill the device, never more than needed.

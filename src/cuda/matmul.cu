@@ -172,13 +172,6 @@ __device__ Vec<T, P> load_vec(const T* p) {
   return r;
 }
 
-// v summed over the lanes that differ from this one in bits `from` and up (all lanes get it).
-template <class C>
-__device__ C lanes_sum(C v, int from) {
-  for (int o = from; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // A bias added to every row of a product: bias[j * stride], or none.
 template <class T>
 struct RowBias {
