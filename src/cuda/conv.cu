@@ -1284,34 +1284,28 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
         plan.lt.reset();
       }
     }
-    // The direct kernel, where its multiply-adds are few enough, against whichever won (which
-    // still has its bias pass to come, where the direct kernel adds the bias as it stores).
-    const std::optional<Direct> direct = pass == Pass::forward && !p.nhwc
-                                             ? direct_launch(p, std::numeric_limits<int64_t>::max())
-                                             : std::nullopt;
-    if (direct) {
-      const float ms = gpu_ms([&] { run_direct(*direct, p.dtype, a, b, nullptr, o); });
+    // Own kernels where they apply, against whichever won above (which still has its bias pass
+    // to come, where the direct forward kernel adds the bias as it stores).
+    auto consider = [&](const char* what, auto&& run, auto&& take) {
+      const float ms = gpu_ms(run);
       const float best = plan.gemm ? gemm_ms : cudnn_ms;
       if (best < 0 || ms < best) {
         plan = Plan{};
-        plan.direct = direct;
+        take();
       }
       if (std::getenv("CRISP_PROFILE"))
-        std::fprintf(stderr, "crisp conv plan: forward direct kernel %.1f us\n", ms * 1e3);
-    }
-    // Likewise the direct sums of a filter gradient of few weights.
-    const std::optional<FilterSums> sums =
-        pass == Pass::filter && !p.nhwc ? filter_sums_launch(p) : std::nullopt;
-    if (sums) {
-      const float ms = gpu_ms([&] { run_filter_sums(*sums, p.dtype, a, b, o); });
-      const float best = plan.gemm ? gemm_ms : cudnn_ms;
-      if (best < 0 || ms < best) {
-        plan = Plan{};
-        plan.filter_sums = sums;
-      }
-      if (std::getenv("CRISP_PROFILE"))
-        std::fprintf(stderr, "crisp conv plan: filter direct sums %.1f us\n", ms * 1e3);
-    }
+        std::fprintf(stderr, "crisp conv plan: %s %.1f us\n", what, ms * 1e3);
+    };
+    if (pass == Pass::forward && !p.nhwc)
+      if (const auto d = direct_launch(p, std::numeric_limits<int64_t>::max()))
+        consider(
+            "forward direct kernel", [&] { run_direct(*d, p.dtype, a, b, nullptr, o); },
+            [&] { plan.direct = d; });
+    if (pass == Pass::filter && !p.nhwc)
+      if (const auto f = filter_sums_launch(p))
+        consider(
+            "filter direct sums", [&] { run_filter_sums(*f, p.dtype, a, b, o); },
+            [&] { plan.filter_sums = f; });
   }
   if (std::getenv("CRISP_PROFILE")) {
     static const char* names[] = {"forward", "data", "filter"};
