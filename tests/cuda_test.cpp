@@ -170,13 +170,15 @@ TEST_P(CudaBackend, MatmulMatchesCpuForBatchesViewsAndDtypes) {
 }
 
 // Float32 products may run on the tensor cores in three TF32 parts (3xTF32) when timing favours
-// it; CRISP_TF32X3_TILE forces each tile shape here, whole or with k split in three ranges, for
-// every operand layout, at sizes that leave partial tiles on every edge and a short last range.
-// The result must keep float32's accuracy against float64.
+// it; CRISP_TF32X3_TILE forces each tile shape here, whole or with k split in three ranges, and
+// the TF32 product of split operands through cuBLASLt, for every operand layout, at sizes that
+// leave partial tiles on every edge and a short last range. The result must keep float32's
+// accuracy against float64.
 TEST_P(CudaBackend, Tf32x3ProductsKeepFloat32Accuracy) {
-  for (int variant = 0; variant < 6; ++variant) {
+  for (int variant = 0; variant < 7; ++variant) {
     const int tile = variant % 3, splits = variant < 3 ? 1 : 3;
-    const std::string forced = std::to_string(tile) + "," + std::to_string(splits);
+    const std::string forced =
+        variant == 6 ? "split" : std::to_string(tile) + "," + std::to_string(splits);
     ASSERT_EQ(setenv("CRISP_TF32X3_TILE", forced.c_str(), 1), 0);
     // Each variant gets shapes of its own: plans are kept per shape.
     const int64_t m = 260 + 4 * variant, n = 196, k = 300;

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <string_view>
 
 namespace crisp::cuda {
 
@@ -270,6 +272,108 @@ void tf32x3_gemm(int tile, int splits, const GemmShape& sh, const float* a, cons
   }
 }
 
+// ---- 3xTF32 through cuBLASLt's TF32 kernels ----
+// The same three products per term as one TF32 product over 3k: a' = [a_hi | a_hi | a_lo] and
+// b' = [b_hi | b_lo | b_hi] along k, each part exact in TF32, so cuBLASLt's tensor-core kernels
+// (wgmma on Hopper, where the kernel above has mma.sync) sum a_hi b_hi + a_hi b_lo + a_lo b_hi in
+// float32. The operands are first written out split, three times their size: this pays where the
+// product is large against its operands (a convolution's unrolled matrix times its weights).
+
+namespace {
+
+// dst[batch, r, part * k + c] for the rows x k matrix src[batch] (element (r, c) at r * rs +
+// c * cs; one of rs and cs is 1): parts hi, hi, lo (lo_last) or hi, lo, hi of each element.
+// 32 x 32 tiles through shared memory, so both the reads and the writes are contiguous.
+__global__ void split_parts_kernel(const float* __restrict__ src, int64_t rows, int64_t k,
+                                   int64_t rs, int64_t cs, int64_t batch_stride, bool lo_last,
+                                   float* __restrict__ dst) {
+  __shared__ float tile[32][33];
+  const int64_t r0 = int64_t{blockIdx.y} * 32, c0 = int64_t{blockIdx.x} * 32;
+  src += int64_t{blockIdx.z} * batch_stride;
+  dst += int64_t{blockIdx.z} * rows * 3 * k;
+  for (int i = static_cast<int>(threadIdx.y); i < 32; i += static_cast<int>(blockDim.y)) {
+    const int ri = cs == 1 ? i : static_cast<int>(threadIdx.x);
+    const int ci = cs == 1 ? static_cast<int>(threadIdx.x) : i;
+    if (r0 + ri < rows && c0 + ci < k) tile[ri][ci] = src[(r0 + ri) * rs + (c0 + ci) * cs];
+  }
+  __syncthreads();
+  for (int i = static_cast<int>(threadIdx.y); i < 32; i += static_cast<int>(blockDim.y)) {
+    const int64_t r = r0 + i, col = c0 + threadIdx.x;
+    if (r >= rows || col >= k) continue;
+    const float x = tile[i][threadIdx.x];
+    const float hi = __uint_as_float(tf32(x)), lo = __uint_as_float(tf32(x - hi));
+    float* d = dst + r * 3 * k + col;
+    d[0] = hi;
+    d[k] = lo_last ? hi : lo;
+    d[2 * k] = lo_last ? lo : hi;
+  }
+}
+
+// The same for rows of k contiguous, 16-byte aligned floats (k a multiple of 4): four elements
+// per thread, read and written as packs (the tile kernel reaches about 60% of the bandwidth).
+__global__ void split_rows_kernel(const float* __restrict__ src, int64_t k, int64_t rs,
+                                  int64_t batch_stride, bool lo_last, float* __restrict__ dst) {
+  const int64_t c = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * 4;
+  if (c >= k) return;
+  const int64_t r = blockIdx.y, rows = gridDim.y;
+  const float4 x = *reinterpret_cast<const float4*>(src + blockIdx.z * batch_stride + r * rs + c);
+  float4 hi, lo;
+  auto part = [](float v, float& h, float& l) {
+    h = __uint_as_float(tf32(v));
+    l = __uint_as_float(tf32(v - h));
+  };
+  part(x.x, hi.x, lo.x);
+  part(x.y, hi.y, lo.y);
+  part(x.z, hi.z, lo.z);
+  part(x.w, hi.w, lo.w);
+  float* d = dst + (int64_t{blockIdx.z} * rows + r) * 3 * k + c;
+  *reinterpret_cast<float4*>(d) = hi;
+  *reinterpret_cast<float4*>(d + k) = lo_last ? hi : lo;
+  *reinterpret_cast<float4*>(d + 2 * k) = lo_last ? lo : hi;
+}
+
+void split_parts(const float* src, int64_t rows, int64_t k, int64_t rs, int64_t cs,
+                 int64_t batch_stride, int batch, bool lo_last, float* dst) {
+  if (cs == 1 && k % 4 == 0 && rs % 4 == 0 && batch_stride % 4 == 0 &&
+      reinterpret_cast<uintptr_t>(src) % 16 == 0 && rows <= 65535) {
+    const dim3 grid(static_cast<unsigned>((k / 4 + kBlock - 1) / kBlock),
+                    static_cast<unsigned>(rows), static_cast<unsigned>(batch));
+    launch<split_rows_kernel>(grid, kBlock, 0, ctx().stream, src, k, rs, batch_stride, lo_last,
+                              dst);
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>((k + 31) / 32), static_cast<unsigned>((rows + 31) / 32),
+                  static_cast<unsigned>(batch));
+  launch<split_parts_kernel>(grid, dim3(32, 8), 0, ctx().stream, src, rows, k, rs, cs, batch_stride,
+                             lo_last, dst);
+  CUDA_LAUNCH_CHECK();
+}
+
+// Whether the split operands of a product are worth trying (any_size: can be written): a large
+// enough product, grids and buffers within bounds.
+bool split_fits(const GemmShape& sh, bool any_size) {
+  const double parts_bytes = 12.0 * static_cast<double>(sh.m + sh.n) * sh.k * sh.batch;
+  return (any_size || sh.flops() >= 64 * kMeasureFlops) && parts_bytes <= double{1 << 30} &&
+         (std::max(sh.m, sh.n) + 31) / 32 <= 65535 && sh.batch <= 65535;
+}
+
+}  // namespace
+
+void LtGemm::run_split(const GemmShape& sh, const float* a, const float* b, float* c) {
+  const int64_t k3 = 3 * sh.k;
+  Buffer ap(static_cast<size_t>(sh.m * k3 * sh.batch) * sizeof(float)),
+      bp(static_cast<size_t>(sh.n * k3 * sh.batch) * sizeof(float));
+  // a as [m, k] and b as [n, k], wherever they are stored.
+  split_parts(a, sh.m, sh.k, sh.ta ? 1 : sh.lda, sh.ta ? sh.lda : 1, sh.sa, sh.batch, true,
+              ap.as<float>());
+  split_parts(b, sh.n, sh.k, sh.tb ? sh.ldb : 1, sh.tb ? 1 : sh.ldb, sh.sb, sh.batch, false,
+              bp.as<float>());
+  split_->run(
+      GemmShape{false, true, sh.m, sh.n, k3, k3, k3, sh.ldc, sh.batch, sh.m * k3, sh.n * k3, sh.sc},
+      ap.as<const float>(), bp.as<const float>(), c);
+}
+
 // ---- cuBLASLt ----
 
 LtGemm::~LtGemm() {
@@ -294,7 +398,8 @@ void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
   constexpr bool dbl = std::is_same_v<T, double>;
   if (!desc_) {
     const auto [ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc] = sh;
-    const BlasTypes t = blas_types<T>();
+    BlasTypes t = blas_types<T>();
+    if (tf32_parts_) t.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, t.compute, dbl ? CUDA_R_64F : CUDA_R_32F));
     const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -344,14 +449,25 @@ void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
     workspace_ = found[best].workspaceSize;
     if constexpr (std::is_same_v<T, float>) {
       // CRISP_TF32X3_TILE=i (or i,s) gives every float32 product these kernels can read tile i
-      // (in s ranges of k), untimed: how the tests reach each kernel.
+      // (in s ranges of k), and CRISP_TF32X3_TILE=split the split operands, untimed: how the
+      // tests reach each kernel.
       const char* forced = std::getenv("CRISP_TF32X3_TILE");
-      if (forced && !tf32_enabled() && tf32x3_fits(sh, a, b)) {
+      const bool candidates = !tf32_enabled() && !tf32_parts_;
+      if (forced && candidates && std::string_view(forced) == "split") {
+        if (split_fits(sh, true)) split_ = std::make_unique<LtGemm>(true);
+      } else if (forced && candidates && tf32x3_fits(sh, a, b)) {
         tf32x3_tile_ = std::clamp(std::atoi(forced), 0, kTf32x3Tiles - 1);
         const char* comma = std::strchr(forced, ',');
         tf32x3_splits_ = comma ? std::clamp(std::atoi(comma + 1), 1, kTf32x3MaxSplits) : 1;
-      } else if (best_ms >= 0 && !tf32_enabled() && tf32x3_fits(sh, a, b)) {
-        for (int tile = 0; tile < kTf32x3Tiles; ++tile) {
+      } else if (best_ms >= 0 && candidates) {
+        auto report = [&](const char* what, float ms) {
+          if (std::getenv("CRISP_PROFILE"))
+            std::fprintf(stderr, "crisp gemm plan: %lldx%lldx%lld%s%s %s %.1f us\n",
+                         static_cast<long long>(m), static_cast<long long>(n),
+                         static_cast<long long>(k), ta ? " a^T" : "", tb ? " b^T" : "", what,
+                         ms * 1e3);
+        };
+        for (int tile = 0; tile < kTf32x3Tiles && tf32x3_fits(sh, a, b); ++tile) {
           const int filling = tf32x3_splits(tile, sh);
           // The ranges of k that fill the GPU, then (if that was more than one) a single range.
           for (int splits = filling;; splits = 1) {
@@ -361,14 +477,22 @@ void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
               tf32x3_tile_ = tile;
               tf32x3_splits_ = splits;
             }
-            if (std::getenv("CRISP_PROFILE"))
-              std::fprintf(stderr,
-                           "crisp gemm plan: %lldx%lldx%lld%s%s 3xTF32 tile %d in %d parts of k "
-                           "%.1f us\n",
-                           static_cast<long long>(m), static_cast<long long>(n),
-                           static_cast<long long>(k), ta ? " a^T" : "", tb ? " b^T" : "", tile,
-                           splits, ms * 1e3);
+            report(("3xTF32 tile " + std::to_string(tile) + " in " + std::to_string(splits) +
+                    " parts of k")
+                       .c_str(),
+                   ms);
             if (splits == 1) break;
+          }
+        }
+        if (split_fits(sh, false)) {
+          split_ = std::make_unique<LtGemm>(true);
+          const float ms = gpu_ms([&] { run_split(sh, a, b, c); });
+          report("TF32 over split parts", ms);
+          if (ms < best_ms) {
+            best_ms = ms;
+            tf32x3_tile_ = -1;
+          } else {
+            split_.reset();
           }
         }
       }
@@ -377,10 +501,14 @@ void LtGemm::run(const GemmShape& sh, const T* a, const T* b, T* c) {
       std::fprintf(stderr, "crisp gemm plan: %lldx%lldx%lld%s%s batch %d -> %s (%.1f us)\n",
                    static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
                    ta ? " a^T" : "", tb ? " b^T" : "", batch,
-                   tf32x3_tile_ >= 0 ? "3xTF32" : "cuBLASLt", best_ms * 1e3);
+                   split_              ? "TF32 over split parts"
+                   : tf32x3_tile_ >= 0 ? "3xTF32"
+                                       : "cuBLASLt",
+                   best_ms * 1e3);
   }
   if constexpr (std::is_same_v<T, float>) {
     // Operands of a later call may sit elsewhere; cuBLASLt takes any that these kernels can't.
+    if (split_) return run_split(sh, a, b, c);
     if (tf32x3_tile_ >= 0 && tf32x3_fits(sh, a, b))
       return tf32x3_gemm(tf32x3_tile_, tf32x3_splits_, sh, a, b, c);
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -76,11 +77,14 @@ void tf32x3_gemm(int tile, int splits, const GemmShape& sh, const float* a, cons
 
 // A product through cuBLASLt, which is column-major, so it computes c^T = op(b)^T op(a)^T. The
 // algorithm is picked on first use: for large products the fastest of cuBLASLt's candidates
-// (and for float32 of the 3xTF32 tiles), timed; else cuBLASLt's first guess. cuBLASLt's first
-// guess for the reference CNN's 7x7 convolution keeps 20 of the GPU's 132 SMs busy.
+// (and for float32 of the 3xTF32 tiles and of the TF32 product of split operands), timed; else
+// cuBLASLt's first guess. cuBLASLt's first guess for the reference CNN's 7x7 convolution keeps
+// 20 of the GPU's 132 SMs busy.
 class LtGemm {
  public:
-  LtGemm() = default;
+  // tf32_parts: float32 operands whose values are exact in TF32 (the split parts below), run on
+  // cuBLASLt's TF32 kernels.
+  explicit LtGemm(bool tf32_parts = false) : tf32_parts_(tf32_parts) {}
   ~LtGemm();
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
@@ -92,6 +96,8 @@ class LtGemm {
   // cuBLASLt's call with algorithm `algo`.
   void call(const void* a, const void* b, void* c, const cublasLtMatmulAlgo_t& algo,
             size_t workspace, bool dbl);
+  // The float32 product as one TF32 product over 3k of split operands (see gemm.cu).
+  void run_split(const GemmShape& sh, const float* a, const float* b, float* c);
 
   cublasLtMatmulDesc_t desc_ = nullptr;
   cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, lc_ = nullptr;  // b, a, c as cuBLASLt's
@@ -99,6 +105,8 @@ class LtGemm {
   size_t workspace_ = 0;
   int tf32x3_tile_ = -1;   // the 3xTF32 tile chosen over cuBLASLt, or -1
   int tf32x3_splits_ = 1;  // and its ranges of k
+  const bool tf32_parts_;
+  std::unique_ptr<LtGemm> split_;  // the TF32 product of split operands, when chosen
 };
 
 }  // namespace crisp::cuda
