@@ -405,26 +405,31 @@ __global__ void im2col_kernel(const T* x, T* cols, Unroll u) {
   const Geom& g = u.g;
   const int k = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (k >= u.row.d) return;
-  const int r0 = static_cast<int>(blockIdx.y) * kIm2colRows;
-  const int r1 = min(r0 + kIm2colRows, static_cast<int>(g.positions()));
-  T* out = cols + int64_t{r0} * u.row.d + k;
-  if (k >= u.taps) {
-    for (int r = r0; r < r1; ++r, out += u.row.d) *out = convert<T>(0.0f);
-    return;
-  }
-  const int c = u.window.div(k), t = k - c * u.window.d;
-  const int i = u.kw.div(t), j = t - i * g.kw;
-  int n = u.positions.div(r0), pos = r0 - n * u.positions.d;
-  int oy = u.ow.div(pos), ox = pos - oy * g.ow;
-  for (int r = r0; r < r1; ++r, out += u.row.d) {
-    const int y = oy * g.sh - g.ph + i * g.dh, xx = ox * g.sw - g.pw + j * g.dw;
-    *out = y >= 0 && y < g.h && xx >= 0 && xx < g.w ? x[((n * g.c + c) * g.h + y) * g.w + xx]
-                                                    : convert<T>(0.0f);
-    if (++ox == g.ow) {
-      ox = 0;
-      if (++oy == g.oh) {
-        oy = 0;
-        ++n;
+  const bool tap = k < u.taps;
+  const int c = tap ? u.window.div(k) : 0, t = k - c * u.window.d;
+  const int i = tap ? u.kw.div(t) : 0, j = t - i * g.kw;
+  const int positions = static_cast<int>(g.positions());
+  // Runs of rows, gridDim.y apart (a grid's y extent is at most 65,535).
+  for (int r0 = static_cast<int>(blockIdx.y) * kIm2colRows; r0 < positions;
+       r0 += static_cast<int>(gridDim.y) * kIm2colRows) {
+    const int r1 = min(r0 + kIm2colRows, positions);
+    T* out = cols + int64_t{r0} * u.row.d + k;
+    if (!tap) {
+      for (int r = r0; r < r1; ++r, out += u.row.d) *out = convert<T>(0.0f);
+      continue;
+    }
+    int n = u.positions.div(r0), pos = r0 - n * u.positions.d;
+    int oy = u.ow.div(pos), ox = pos - oy * g.ow;
+    for (int r = r0; r < r1; ++r, out += u.row.d) {
+      const int y = oy * g.sh - g.ph + i * g.dh, xx = ox * g.sw - g.pw + j * g.dw;
+      *out = y >= 0 && y < g.h && xx >= 0 && xx < g.w ? x[((n * g.c + c) * g.h + y) * g.w + xx]
+                                                      : convert<T>(0.0f);
+      if (++ox == g.ow) {
+        ox = 0;
+        if (++oy == g.oh) {
+          oy = 0;
+          ++n;
+        }
       }
     }
   }
@@ -524,8 +529,9 @@ __global__ void pad_rows_kernel(int total, const T* src, T* dst, DivBy<int> ld, 
 
 template <class T>
 void im2col(const Unroll& u, const T* x, T* cols) {
+  const int64_t runs = (u.g.positions() + kIm2colRows - 1) / kIm2colRows;
   const dim3 grid(static_cast<unsigned>((u.row.d + kBlock - 1) / kBlock),
-                  static_cast<unsigned>((u.g.positions() + kIm2colRows - 1) / kIm2colRows));
+                  static_cast<unsigned>(std::min<int64_t>(runs, 65535)));
   launch<im2col_kernel<T>>(grid, kBlock, 0, ctx().stream, x, cols, u);
   CUDA_LAUNCH_CHECK();
 }
