@@ -132,6 +132,15 @@ TEST_P(CudaNn, MeasuredConvolutionsMatchCpu) {
                               {randn({n, c, side, side}), randn({o, c, 5, 5}), randn({o})},
                               "reference CNN conv2d");
     }
+  // The direct forward kernel and the filter gradient's direct sums, forced, past the sizes
+  // where they are taken untimed: stride, dilation and padding on both axes.
+  ASSERT_EQ(setenv("CRISP_CONV_DIRECT", "1", 1), 0);
+  expect_float32_accurate(
+      [](auto& v) {
+        return conv2d(v[0], v[1], v[2], {.stride = {2, 1}, .padding = {2}, .dilation = {1, 2}});
+      },
+      {randn({128, 3, 40, 36}), randn({8, 3, 5, 5}), randn({8})}, "direct kernels");
+  ASSERT_EQ(unsetenv("CRISP_CONV_DIRECT"), 0);
   // 16-bit data: both backends round the same inputs and accumulate in float.
   for (DType dt : {f16, bf16})
     expect_same([](auto& v) { return conv2d(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); },

@@ -640,6 +640,57 @@ constexpr int kDirectMinTaps = 8;
 // Shared memory a kernel may use without opting in.
 constexpr int64_t kDefaultShared = 48 << 10;
 
+// Bytes of T's compute type (what the direct kernels stage in shared memory).
+int64_t compute_size(DType dtype) {
+  return visit_float(dtype, "conv",
+                     [](auto tag) { return int64_t{sizeof(compute_t<decltype(tag)>)}; });
+}
+
+// `channels` input channels of one image in shared memory, with the convolution's padding
+// around them: hs rows and ws columns each, all that the output positions' windows read.
+struct Staged {
+  int channels, hs, ws;
+  DivBy<int> hs_div, ws_div;
+  __host__ __device__ int elements() const { return channels * hs * ws; }
+};
+
+// The staging of `channels` input channels for g, or nothing when it exceeds `limit` bytes in
+// elements of `size` bytes.
+std::optional<Staged> staged_input(const Geom& g, int channels, int64_t size, int64_t limit) {
+  const int64_t hs = int64_t{g.oh - 1} * g.sh + int64_t{g.kh - 1} * g.dh + 1,
+                ws = int64_t{g.ow - 1} * g.sw + int64_t{g.kw - 1} * g.dw + 1;
+  // In double: hs and ws may be large before they meet 32-bit math.
+  if (static_cast<double>(hs) * static_cast<double>(ws) * channels * size > limit)
+    return std::nullopt;
+  return Staged{channels, static_cast<int>(hs), static_cast<int>(ws), DivBy<int>(hs),
+                DivBy<int>(ws)};
+}
+
+// xs = the staged channels of xn (the first of them), zero in the padding, by the whole block.
+template <class T, class C>
+__device__ void stage_input(C* xs, const T* xn, const Geom& g, const Staged& s) {
+  const int staged = s.elements();
+  // kStage loads in flight per thread: one at a time, staging waits out a memory latency per
+  // element (most of the direct kernel's time for the reference CNN's second and third layers).
+  constexpr int kStage = 8;
+  for (int e0 = threadIdx.x; e0 < staged; e0 += kStage * blockDim.x) {
+    C v[kStage];
+#pragma unroll
+    for (int u = 0; u < kStage; ++u) {
+      const int e = e0 + u * static_cast<int>(blockDim.x);
+      const int q = s.ws_div.div(e), c = e - q * s.ws;  // q = ci * hs + r
+      const int ci = s.hs_div.div(q), r = q - ci * s.hs;
+      const int iy = r - g.ph, ix = c - g.pw;
+      v[u] = e < staged && iy >= 0 && iy < g.h && ix >= 0 && ix < g.w
+                 ? load(xn[(ci * g.h + iy) * g.w + ix])
+                 : C(0);
+    }
+#pragma unroll
+    for (int u = 0; u < kStage; ++u)
+      if (const int e = e0 + u * static_cast<int>(blockDim.x); e < staged) xs[e] = v[u];
+  }
+}
+
 // kDirectCo output channels' weights at one tap: one shared-memory load gives all of them.
 template <class C>
 struct alignas(16) CoWeights {
@@ -652,19 +703,18 @@ struct Direct {
   Geom g;
   int cg, og;       // input and output channels per group
   int taps;         // terms of each output: cg * kh * kw
-  int hs, ws;       // the staged input's rows and columns, padding included
+  Staged in;        // the group's input channels
   int chunks;       // output-channel chunks per group
   int parts, span;  // position parts per image and chunk, of span positions each
   int pairs;        // position groups per part: each thread takes kDirectPos, pairs apart
   int slices;       // threads each output's taps are split over
   int blocks, threads;
   int shared;  // dynamic shared memory, in bytes
-  DivBy<int> ws_div, hs_div;
 };
 
 // Elements of the staged input, rounded up so that the weights after it are aligned.
 __host__ __device__ inline int direct_staged(const Direct& d) {
-  return (d.cg * d.hs * d.ws + kDirectCo - 1) / kDirectCo * kDirectCo;
+  return (d.in.elements() + kDirectCo - 1) / kDirectCo * kDirectCo;
 }
 
 // Shared memory: xs [cg, hs, ws] the input with its padding, then wk [taps] the chunk's weights,
@@ -689,26 +739,7 @@ __global__ void __launch_bounds__(kBlock)
   const int co0 = group * d.og + chunk * kDirectCo, nco = min(kDirectCo, d.og - chunk * kDirectCo);
 
   const T* xn = x + (n * g.c + group * d.cg) * g.h * g.w;
-  const int staged = d.cg * d.hs * d.ws;
-  // kStage loads in flight per thread: one at a time, staging waits out a memory latency per
-  // element (most of the kernel's time for the reference CNN's second and third layers).
-  constexpr int kStage = 8;
-  for (int e0 = threadIdx.x; e0 < staged; e0 += kStage * blockDim.x) {
-    C v[kStage];
-#pragma unroll
-    for (int u = 0; u < kStage; ++u) {
-      const int e = e0 + u * static_cast<int>(blockDim.x);
-      const int q = d.ws_div.div(e), c = e - q * d.ws;  // q = ci * hs + r
-      const int ci = d.hs_div.div(q), r = q - ci * d.hs;
-      const int iy = r - g.ph, ix = c - g.pw;
-      v[u] = e < staged && iy >= 0 && iy < g.h && ix >= 0 && ix < g.w
-                 ? load(xn[(ci * g.h + iy) * g.w + ix])
-                 : C(0);
-    }
-#pragma unroll
-    for (int u = 0; u < kStage; ++u)
-      if (const int e = e0 + u * static_cast<int>(blockDim.x); e < staged) xs[e] = v[u];
-  }
+  stage_input(xs, xn, g, d.in);
   const int window = g.kh * g.kw;
   for (int k = threadIdx.x; k < d.taps; k += blockDim.x) {
     CoWeights<C> v;
@@ -716,7 +747,7 @@ __global__ void __launch_bounds__(kBlock)
     for (int j = 0; j < kDirectCo; ++j) v.v[j] = j < nco ? load(w[(co0 + j) * d.taps + k]) : C(0);
     wk[k] = v;
     const int ci = k / window, t = k - ci * window, ky = t / g.kw, kx = t - ky * g.kw;
-    off[k] = (ci * d.hs + ky * g.dh) * d.ws + kx * g.dw;
+    off[k] = (ci * d.in.hs + ky * g.dh) * d.in.ws + kx * g.dw;
   }
   __syncthreads();
 
@@ -730,7 +761,7 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll
     for (int i = 0; i < kDirectPos; ++i) {
       const int pos = first + min(q + i * d.pairs, count - 1), oy = pos / g.ow;
-      at[i] = oy * g.sh * d.ws + (pos - oy * g.ow) * g.sw;
+      at[i] = oy * g.sh * d.in.ws + (pos - oy * g.ow) * g.sw;
     }
 #pragma unroll
     for (int j = 0; j < kDirectCo; ++j)
@@ -797,18 +828,12 @@ std::optional<Direct> direct_launch(const Problem& p, int64_t max_outputs) {
   d.cg = g.c / g.groups;
   d.og = g.o / g.groups;
   d.taps = static_cast<int>(g.taps());
-  const int64_t hs = int64_t{g.oh - 1} * g.sh + int64_t{g.kh - 1} * g.dh + 1,
-                ws = int64_t{g.ow - 1} * g.sw + int64_t{g.kw - 1} * g.dw + 1;
-  const int64_t cs = visit_float(
-      p.dtype, "conv", [](auto tag) { return int64_t{sizeof(compute_t<decltype(tag)>)}; });
-  // Bound the sizes (in double: hs and ws may be large) before they meet 32-bit math.
+  const int64_t cs = compute_size(p.dtype);
   const int64_t limit =
       std::max(kDefaultShared, static_cast<int64_t>(ctx().shared_per_block_optin));
-  if (static_cast<double>(hs) * static_cast<double>(ws) * d.cg * cs > limit ||
-      int64_t{d.taps} * kDirectCo * cs > limit)
-    return std::nullopt;
-  d.hs = static_cast<int>(hs);
-  d.ws = static_cast<int>(ws);
+  const std::optional<Staged> in = staged_input(g, d.cg, cs, limit);
+  if (!in || int64_t{d.taps} * kDirectCo * cs > limit) return std::nullopt;
+  d.in = *in;
   d.chunks = (d.og + kDirectCo - 1) / kDirectCo;
   // Parts of at least a warp's positions, enough to give every SM a block where they can.
   const int64_t base = int64_t{g.n} * g.groups * d.chunks, sms = std::max(ctx().sm_count, 1);
@@ -826,8 +851,6 @@ std::optional<Direct> direct_launch(const Problem& p, int64_t max_outputs) {
   const int64_t shared = std::max(staged, sums);
   if (shared > limit) return std::nullopt;
   d.shared = static_cast<int>(shared);
-  d.ws_div = DivBy<int>(d.ws);
-  d.hs_div = DivBy<int>(d.hs);
   // Past the default, the kernel may use all the device offers (set per device, once per plan).
   if (shared > kDefaultShared)
     visit_float(p.dtype, "conv", [&](auto tag) {
@@ -859,13 +882,12 @@ void run_direct(const Direct& d, DType dt, const void* x, const void* w, const v
 // takes ~35 us.
 
 constexpr int kFilterMaxWeights = 1024;  // a thread each
-constexpr int64_t kFilterMaxStaged = 48 << 10;
 
 struct FilterSums {
   Geom g;
-  int hs, ws;  // the staged input's rows and columns, padding included
-  int parts;   // ranges of output rows per image
-  int threads;
+  Staged in;    // an image's input channels
+  int parts;    // ranges of output rows per image
+  int threads;  // a thread per weight, in whole warps
 };
 
 template <class T>
@@ -876,12 +898,7 @@ __global__ void __launch_bounds__(kFilterMaxWeights)
   C* xs = reinterpret_cast<C*>(shared);
   const Geom& g = f.g;
   const int n = static_cast<int>(blockIdx.x), part = static_cast<int>(blockIdx.y);
-  const T* xn = x + int64_t{n} * g.c * g.h * g.w;
-  for (int e = threadIdx.x; e < g.c * f.hs * f.ws; e += blockDim.x) {
-    const int q = e / f.ws, col = e - q * f.ws, ci = q / f.hs, row = q - ci * f.hs;
-    const int y = row - g.ph, xx = col - g.pw;
-    xs[e] = y >= 0 && y < g.h && xx >= 0 && xx < g.w ? load(xn[(ci * g.h + y) * g.w + xx]) : C(0);
-  }
+  stage_input(xs, x + int64_t{n} * g.c * g.h * g.w, g, f.in);
   __syncthreads();
   const int window = g.kh * g.kw, taps = g.c * window, weights = g.o * taps;
   const int rows = (g.oh + f.parts - 1) / f.parts, oy0 = part * rows;
@@ -889,11 +906,11 @@ __global__ void __launch_bounds__(kFilterMaxWeights)
   for (int q = threadIdx.x; q < weights; q += blockDim.x) {
     const int o = q / taps, t = q - o * taps, ci = t / window, i = (t - ci * window) / g.kw;
     const int j = t - ci * window - i * g.kw;
-    const C* xt = xs + (ci * f.hs + i * g.dh) * f.ws + j * g.dw;
+    const C* xt = xs + (ci * f.in.hs + i * g.dh) * f.in.ws + j * g.dw;
     const T* d = dy + (int64_t{n} * g.o + o) * g.oh * g.ow;
     C acc = 0;
     for (int oy = oy0; oy < oy1; ++oy) {
-      const C* xrow = xt + oy * g.sh * f.ws;
+      const C* xrow = xt + oy * g.sh * f.in.ws;
       const T* drow = d + oy * g.ow;
 #pragma unroll 4
       for (int ox = 0; ox < g.ow; ++ox) acc += load(drow[ox]) * xrow[ox * g.sw];
@@ -922,15 +939,9 @@ std::optional<FilterSums> filter_sums_launch(const Problem& p) {
   if (!geom || geom->groups != 1) return std::nullopt;
   const Geom& g = *geom;
   const int64_t weights = g.o * g.taps();
-  const int64_t hs = int64_t{g.oh - 1} * g.sh + int64_t{g.kh - 1} * g.dh + 1,
-                ws = int64_t{g.ow - 1} * g.sw + int64_t{g.kw - 1} * g.dw + 1;
-  const int64_t cs = visit_float(
-      p.dtype, "conv", [](auto tag) { return int64_t{sizeof(compute_t<decltype(tag)>)}; });
-  if (weights > kFilterMaxWeights ||
-      static_cast<double>(hs) * static_cast<double>(ws) * g.c * cs > kFilterMaxStaged)
-    return std::nullopt;
-  FilterSums f{g, static_cast<int>(hs), static_cast<int>(ws), 1,
-               static_cast<int>((weights + 31) / 32 * 32)};
+  const std::optional<Staged> in = staged_input(g, g.c, compute_size(p.dtype), kDefaultShared);
+  if (weights > kFilterMaxWeights || !in) return std::nullopt;
+  FilterSums f{g, *in, 1, static_cast<int>((weights + 31) / 32 * 32)};
   // Ranges of rows until there are about two blocks per SM.
   const int64_t sms = std::max(ctx().sm_count, 1);
   f.parts = static_cast<int>(std::clamp<int64_t>((2 * sms + g.n - 1) / g.n, 1, g.oh));
@@ -943,7 +954,7 @@ void run_filter_sums(const FilterSums& f, DType dt, const void* x, const void* d
     using C = compute_t<T>;
     const int weights = static_cast<int>(f.g.o * f.g.taps()), parts = f.g.n * f.parts;
     Buffer partial(static_cast<size_t>(parts) * weights * sizeof(C));
-    const size_t staged = static_cast<size_t>(f.g.c) * f.hs * f.ws * sizeof(C);
+    const size_t staged = static_cast<size_t>(f.in.elements()) * sizeof(C);
     launch<filter_sums_kernel<T>>(
         dim3(static_cast<unsigned>(f.g.n), static_cast<unsigned>(f.parts)), f.threads, staged,
         ctx().stream, static_cast<const T*>(x), static_cast<const T*>(dy), partial.as<C>(), f);
@@ -1291,11 +1302,12 @@ const Plan& plan_for(Pass pass, const Problem& p, const void* a, const void* b, 
       }
     }
     // Own kernels where they apply, against whichever won above (which still has its bias pass
-    // to come, where the direct forward kernel adds the bias as it stores).
+    // to come, where the direct forward kernel adds the bias as it stores). CRISP_CONV_DIRECT=1
+    // takes them wherever they apply: how the tests reach them.
     auto consider = [&](const char* what, auto&& run, auto&& take) {
       const float ms = gpu_ms(run);
       const float best = plan.gemm ? gemm_ms : cudnn_ms;
-      if (best < 0 || ms < best) {
+      if (best < 0 || ms < best || std::getenv("CRISP_CONV_DIRECT")) {
         plan = Plan{};
         take();
       }

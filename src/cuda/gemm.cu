@@ -264,11 +264,11 @@ void tf32x3_gemm(int tile, int splits, const GemmShape& sh, const float* a, cons
                  float* c) {
   switch (tile) {
     case 0:
-      return launch_tile<128, 64>(sh, splits, a, b, c);
+      return launch_tile<kTileRows[0], kTileCols[0]>(sh, splits, a, b, c);
     case 1:
-      return launch_tile<64, 128>(sh, splits, a, b, c);
+      return launch_tile<kTileRows[1], kTileCols[1]>(sh, splits, a, b, c);
     default:
-      return launch_tile<64, 64>(sh, splits, a, b, c);
+      return launch_tile<kTileRows[2], kTileCols[2]>(sh, splits, a, b, c);
   }
 }
 
@@ -300,12 +300,12 @@ __global__ void split_parts_kernel(const float* __restrict__ src, int64_t rows, 
   for (int i = static_cast<int>(threadIdx.y); i < 32; i += static_cast<int>(blockDim.y)) {
     const int64_t r = r0 + i, col = c0 + threadIdx.x;
     if (r >= rows || col >= k) continue;
-    const float x = tile[i][threadIdx.x];
-    const float hi = __uint_as_float(tf32(x)), lo = __uint_as_float(tf32(x - hi));
+    uint32_t hi, lo;
+    split(tile[i][threadIdx.x], hi, lo);
     float* d = dst + r * 3 * k + col;
-    d[0] = hi;
-    d[k] = lo_last ? hi : lo;
-    d[2 * k] = lo_last ? lo : hi;
+    d[0] = __uint_as_float(hi);
+    d[k] = __uint_as_float(lo_last ? hi : lo);
+    d[2 * k] = __uint_as_float(lo_last ? lo : hi);
   }
 }
 
@@ -317,15 +317,16 @@ __global__ void split_rows_kernel(const float* __restrict__ src, int64_t k, int6
   if (c >= k) return;
   const int64_t r = blockIdx.y, rows = gridDim.y;
   const float4 x = *reinterpret_cast<const float4*>(src + blockIdx.z * batch_stride + r * rs + c);
-  float4 hi, lo;
-  auto part = [](float v, float& h, float& l) {
-    h = __uint_as_float(tf32(v));
-    l = __uint_as_float(tf32(v - h));
+  uint4 h, l;
+  split(x.x, h.x, l.x);
+  split(x.y, h.y, l.y);
+  split(x.z, h.z, l.z);
+  split(x.w, h.w, l.w);
+  auto floats = [](uint4 v) {
+    return make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z),
+                       __uint_as_float(v.w));
   };
-  part(x.x, hi.x, lo.x);
-  part(x.y, hi.y, lo.y);
-  part(x.z, hi.z, lo.z);
-  part(x.w, hi.w, lo.w);
+  const float4 hi = floats(h), lo = floats(l);
   float* d = dst + (int64_t{blockIdx.z} * rows + r) * 3 * k + c;
   *reinterpret_cast<float4*>(d) = hi;
   *reinterpret_cast<float4*>(d + k) = lo_last ? hi : lo;
