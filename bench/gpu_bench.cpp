@@ -111,6 +111,10 @@ class Bench {
                 median_per_call([&] { Tensor z = x + 1; }, iters, 100) * 1e6, "us/op");
     report_.add("us_per_add_tensor_1elem",
                 median_per_call([&] { Tensor z = x + y; }, iters, 100) * 1e6, "us/op");
+    // Above the CUDA backend's queue of small ops: one launch per op.
+    Tensor x8k = ones({8192});
+    report_.add("us_per_add_8192elem_async",
+                median_per_call([&] { Tensor z = x8k + 1; }, iters, 100) * 1e6, "us/op");
     report_.add("us_issue_add_1elem", issue_us([&] { Tensor z = x + 1; }), "us/op");
     report_.add("us_issue_add_tensor_1elem", issue_us([&] { Tensor z = x + y; }), "us/op");
     report_.add("us_issue_neg_1elem", issue_us([&] { Tensor z = -x; }), "us/op");

@@ -298,6 +298,42 @@ TEST_P(CudaBackend, OpsFromSeveralThreadsComputeInIssueOrder) {
     EXPECT_EQ(sums[static_cast<size_t>(t)].item<float>(), 257.f * static_cast<float>(t + kSteps));
 }
 
+// Elementwise ops on a few elements wait in a queue and run many to a launch. Each must see
+// what the ones before it wrote, whatever ends the queue: a full queue, an op of another kind, a
+// large elementwise op, a read, a write from the host into memory a queued op had used.
+TEST_P(CudaBackend, SmallOpsQueuedTogetherComputeInIssueOrder) {
+  Tensor x = randn({37}), y = rand({37}) * 0.5, s = randn({1});
+  expect_same(
+      [](auto& v) {
+        Tensor a = v[0];
+        for (int k = 0; k < 100; ++k) {  // over three queues' worth, each op reading the last
+          a = tanh(a * v[1] + v[2]) - 0.25 * a;
+          if (k % 17 == 0) a = a + v[0].sum() * 0.01;                       // a reduction
+          if (k % 23 == 0) a = where(a > 0, a, v[1]).cast(f16).cast(f32);   // where, casts
+          if (k % 29 == 0) a = a + (full({3000, 37}, 0.5) * v[1]).mean(0);  // a large op
+        }
+        return a;
+      },
+      {x, y, s}, 1e-4, "a chain across queues");
+  Tensor i = randint(-50, 50, {37}, i32), d = randint(1, 9, {37}, i32);
+  expect_same([](auto& v) { return v[0] - (v[0] / v[1]) * v[1] + (v[0] > 3).cast(i32) * v[1]; },
+              {i, d}, 0, "integers and comparisons");
+  // A large op reading a queued op's output.
+  Tensor big = randn({2000, 37});
+  expect_same([](auto& v) { return v[1] + (v[0] * 2 + 1); }, {x, big}, 1e-6, "large after small");
+  // Memory a queued op wrote, freed and refilled from the host: the host's values stay.
+  for (int k = 0; k < 5; ++k) {
+    Tensor t = x + static_cast<float>(k);
+    t = Tensor();
+    std::vector<float> host(37);
+    for (size_t j = 0; j < host.size(); ++j) host[j] = static_cast<float>(j * 3 + k);
+    Tensor u(host);
+    Tensor w = u * 1;  // queued behind the write
+    EXPECT_EQ(u.to_vector<float>(), host) << "round " << k;
+    EXPECT_EQ(w.to_vector<float>(), host) << "round " << k;
+  }
+}
+
 TEST_P(CudaBackend, AnErrorFoundWhileComputingIsRaisedOnReadWithTheIssuingLine) {
   // Eleven axes of which no two merge: more than the CUDA kernels index.
   std::vector<int64_t> shape(11, 2), reversed(11);

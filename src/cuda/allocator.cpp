@@ -61,6 +61,7 @@ void CachingAllocator::release_cache() {
 }
 
 void CachingAllocator::release_cache_locked() {
+  if (before_release_) before_release_();
   int previous = 0;
   cudaGetDevice(&previous);
   if (previous != device_) cudaSetDevice(device_);

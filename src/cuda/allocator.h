@@ -5,8 +5,10 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "crisp/backend.h"
@@ -26,6 +28,9 @@ class CachingAllocator {
   void free(void* p, size_t bytes, cudaStream_t stream);
   // Gives every cached (unused) block back to the device.
   void release_cache();
+  // Called before cached blocks are given back: work not yet queued on the stream may still
+  // use them (the backend launches its queued small ops here).
+  void set_before_release(std::function<void()> f) { before_release_ = std::move(f); }
   MemoryStats stats() const;
 
   // The size class of a request: multiples of a quarter of its power of two (512 B at least),
@@ -40,6 +45,7 @@ class CachingAllocator {
   void release_cache_locked();
 
   int device_;
+  std::function<void()> before_release_;
   mutable std::mutex mutex_;
   // Cached blocks by size class. Callers say each block's size when freeing it, so no map of
   // live blocks is kept, and in steady state neither call allocates host memory.

@@ -155,6 +155,22 @@ DeviceFault* Context::fault(FaultMessage message) {
   return fault_dev_ + (pending_.size() - 1);
 }
 
+void Context::queue(const SmallMap& op, SmallMapsLaunch launch) {
+  if (small_maps_launch_ != launch) flush();
+  small_maps_launch_ = launch;
+  small_maps_.ops[small_maps_.count++] = op;
+  if (small_maps_.count == kSmallMaps) flush();
+}
+
+void Context::flush() {
+  if (small_maps_.count == 0) return;
+  struct Empty {  // the queue is empty afterwards, launched or not
+    SmallMaps& q;
+    ~Empty() { q.count = 0; }
+  } empty{small_maps_};
+  small_maps_launch_(small_maps_);
+}
+
 void Context::sync() {
   collect_faults();
   if (fault_error_) std::rethrow_exception(std::exchange(fault_error_, nullptr));
@@ -162,6 +178,7 @@ void Context::sync() {
 
 // Waits for the stream and keeps the first fault the pending records hold; frees them all.
 void Context::collect_faults() {
+  flush();  // queued ops may hold fault records
   const size_t n = pending_.size();
   if (n)
     CUDA_CHECK(cudaMemcpyAsync(fault_host_, fault_dev_, n * sizeof(DeviceFault),
@@ -284,7 +301,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda:" + std::to_string(dev_.context.device); }
 
   std::shared_ptr<Storage> allocate(size_t nbytes) override {
-    ensure_device(dev_.context.device);
+    DeviceGuard guard(dev_);  // running out of memory launches the queued small ops
     void* p = dev_.allocator.allocate(nbytes, dev_.context.stream);
     return std::make_shared<Storage>(p, nbytes, this);
   }
@@ -294,6 +311,9 @@ class CudaBackend final : public Backend {
 
   void run(const Op& op, In in, Out out) override {
     DeviceGuard guard(dev_);
+    // Elementwise ops are each one map, queued or launched after the queue (small_maps.cuh);
+    // anything else is queued on the stream behind the queued ops.
+    if (op.kind < OpKind::creation_end || op.kind >= OpKind::elementwise_end) dev_.context.flush();
     if (OpProfile* p = op_profile()) {
       ProfileScope scope(*p, p->row(op.kind, in), dev_.context.stream);
       return route(op, in, out);
@@ -317,6 +337,7 @@ class CudaBackend final : public Backend {
     DeviceGuard guard(dev_);
     const size_t nbytes = static_cast<size_t>(a.numel()) * itemsize(a.dtype);
     if (nbytes == 0) return;
+    dev_.context.flush();
     cudaStream_t s = dev_.context.stream;
     if (a.is_contiguous()) {
       CUDA_CHECK(cudaMemcpyAsync(host, a.raw(), nbytes, cudaMemcpyDeviceToHost, s));
@@ -333,6 +354,7 @@ class CudaBackend final : public Backend {
   void write(const void* host, size_t nbytes, Storage& dst) override {
     DeviceGuard guard(dev_);
     if (nbytes == 0) return;
+    dev_.context.flush();  // dst's memory may be a queued op's until then
     if (nbytes <= (size_t{64} << 10)) {
       // Small: the driver stages pageable memory itself and returns once it has read it.
       CUDA_CHECK(
@@ -382,6 +404,8 @@ Device& open_device(int d) {
   CUDA_CHECK(cudaMemsetAsync(c.fault_dev_, 0, fault_bytes, c.stream));
   CUDA_CHECK(cudaMallocHost(&c.fault_host_, fault_bytes));
   c.pending_.reserve(Context::kFaultSlots);
+  c.queue_small_maps = op_profile() == nullptr;
+  dev->allocator.set_before_release([&c] { c.flush(); });
   dev->staging.init();
   return *dev;
 }

@@ -1,5 +1,5 @@
 // CUDA kernels for binary elementwise ops (arithmetic, comparisons, logic) over broadcast inputs.
-#include "cuda/map.cuh"
+#include "cuda/small_maps.cuh"
 
 namespace crisp::cuda {
 
@@ -95,8 +95,8 @@ void binary(const Op& op, In in, Out out) {
   visit(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    auto pred = [&](auto f) { map<bool, T, T>(o, f, {&a, &b}); };
-    auto arith = [&](auto f) { map<T, T, T>(o, f, {&a, &b}); };
+    auto pred = [&](auto f) { map_or_queue<bool, T, T>(o, f, {&a, &b}); };
+    auto arith = [&](auto f) { map_or_queue<T, T, T>(o, f, {&a, &b}); };
     switch (op.kind) {
       case OpKind::eq:
         return pred(Eq{});

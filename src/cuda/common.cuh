@@ -105,6 +105,31 @@ __device__ inline void report_fault(DeviceFault* f, int code, long long value) {
 // A fault's message from the kernel's code and value (the op's name is prefixed to it).
 using FaultMessage = std::function<std::string(int code, long long value)>;
 
+// ---- small elementwise ops, queued ----
+// An elementwise op on a few elements takes the GPU well under a microsecond but the host a
+// whole kernel launch (3-4 us on an H200's host). So such ops wait in their device's queue and
+// run up to kSmallMaps at a time, in order, in one launch of one block (small_maps.cuh): at
+// the next op that is not one of them, at any read, write or synchronize, and when the queue is
+// full. An op's function is a device function pointer, its functor's bytes travel with it.
+inline constexpr int64_t kSmallMapElements = 4096;
+inline constexpr int kSmallMaps = 32;
+using SmallMapFn = void (*)(void* out, const void* a, const void* b, const void* c, int n,
+                            unsigned scalar, uint64_t f0, uint64_t f1, uint64_t f2);
+struct SmallMap {
+  SmallMapFn fn;
+  void* out;
+  const void* in[3];
+  uint64_t functor[3];
+  int n;
+  unsigned scalar;  // bit k: input k is one value, broadcast
+};
+struct SmallMaps {
+  int count;
+  SmallMap ops[kSmallMaps];
+};
+// Launches a queue's kernel: the one in the module its function pointers come from.
+using SmallMapsLaunch = void (*)(const SmallMaps&);
+
 // ---- the per-device context ----
 // Everything on a device is queued on its one stream, so kernels, library calls, the caching
 // allocator's reuse and the scratch workspace are ordered without further synchronization.
@@ -129,6 +154,12 @@ struct Context {
   DeviceFault* fault(FaultMessage message);
   // Waits for the stream, then raises the first fault recorded since the last sync(), if any.
   void sync();
+  // Appends a small op to the queue; ops from another module's kernel run first.
+  void queue(const SmallMap& op, SmallMapsLaunch launch);
+  // Launches the queued small ops (before anything else is queued on the stream).
+  void flush();
+  // Off while ops are profiled, whose timings must be per op.
+  bool queue_small_maps = true;
 
   // Internal state (backend.cu), used under the device's mutex like everything above.
   struct PendingFault {
@@ -143,6 +174,8 @@ struct Context {
   DeviceFault* fault_host_ = nullptr;  // their pinned mirror
   std::vector<PendingFault> pending_;
   std::exception_ptr fault_error_;  // the first fault found, until sync() raises it
+  SmallMaps small_maps_{};
+  SmallMapsLaunch small_maps_launch_ = nullptr;
   void collect_faults();
 };
 

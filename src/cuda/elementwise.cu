@@ -1,6 +1,6 @@
 // CUDA kernels for unary elementwise ops, copy/cast and where, and the routing of the
 // elementwise family (binary ops: binary.cu).
-#include "cuda/map.cuh"
+#include "cuda/small_maps.cuh"
 
 namespace crisp::cuda {
 
@@ -122,7 +122,7 @@ void unary(const Op& op, const Array& x, const Array& o) {
   using C = compute_t<T>;
   const double r0 = op.reals.empty() ? 0 : op.reals[0];
   const double r1 = op.reals.size() > 1 ? op.reals[1] : 0;
-  auto run = [&](auto f) { map<T, T>(o, f, {&x}); };
+  auto run = [&](auto f) { map_or_queue<T, T>(o, f, {&x}); };
   if constexpr (std::is_same_v<T, bool>) {
     unsupported(op, x.dtype);
   } else {
@@ -217,28 +217,41 @@ struct Select {
 
 }  // namespace
 
-void copy_to_contiguous(const Array& src, const Array& dst) {
+namespace {
+
+// Copies src into contiguous dst, converting the dtype. Queue: as the copy op, which may be
+// queued with other small ops; other ops' copies are launched at once, as their kernels follow.
+template <bool Queue>
+void copy_elements(const Array& src, const Array& dst) {
   const int64_t n = dst.numel();
   if (n == 0) return;
+  const auto identity = [&](auto dtag, auto stag) {
+    using D = decltype(dtag);
+    using S = decltype(stag);
+    if constexpr (Queue)
+      map_or_queue<D, S>(dst, Identity{}, {&src});
+    else
+      map<D, S>(dst, Identity{}, {&src});
+  };
   if (src.dtype == dst.dtype) {
-    if (src.is_contiguous()) {
+    if (src.is_contiguous() && !(Queue && n <= kSmallMapElements)) {
+      ctx().flush();
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), static_cast<size_t>(n) * itemsize(src.dtype),
                                  cudaMemcpyDeviceToDevice, ctx().stream));
       return;
     }
-    return visit_size(itemsize(src.dtype), [&](auto tag) {
-      using U = decltype(tag);
-      map<U, U>(dst, Identity{}, {&src});
-    });
+    return visit_size(itemsize(src.dtype), [&](auto tag) { identity(tag, tag); });
   }
   visit(src.dtype, [&](auto stag) {
-    using S = decltype(stag);
     visit(dst.dtype, [&](auto dtag) {
-      using D = decltype(dtag);
-      if constexpr (!std::is_same_v<D, S>) map<D, S>(dst, Identity{}, {&src});
+      if constexpr (!std::is_same_v<decltype(dtag), decltype(stag)>) identity(dtag, stag);
     });
   });
 }
+
+}  // namespace
+
+void copy_to_contiguous(const Array& src, const Array& dst) { copy_elements<false>(src, dst); }
 
 Array contiguous(const Array& a, Buffer& keep) {
   if (a.is_contiguous()) return a;
@@ -259,18 +272,18 @@ void elementwise(const Op& op, In in, Out out) {
   if (op.kind == OpKind::where) {
     return visit_size(itemsize(o.dtype), [&](auto tag) {
       using U = decltype(tag);
-      map<U, bool, U, U>(o, Select{}, {&in[0], &in[1], &in[2]});
+      map_or_queue<U, bool, U, U>(o, Select{}, {&in[0], &in[1], &in[2]});
     });
   }
-  if (op.kind == OpKind::copy) return copy_to_contiguous(in[0], o);
+  if (op.kind == OpKind::copy) return copy_elements<true>(in[0], o);
   if (op.kind > OpKind::unary_end) return binary(op, in, out);
   visit(in[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     switch (op.kind) {
       case OpKind::logical_not:
-        return map<bool, T>(o, LogicalNot{}, {&in[0]});
+        return map_or_queue<bool, T>(o, LogicalNot{}, {&in[0]});
       case OpKind::isnan:
-        return map<bool, T>(o, IsNan{}, {&in[0]});
+        return map_or_queue<bool, T>(o, IsNan{}, {&in[0]});
       default:
         return unary<T>(op, in[0], o);
     }
