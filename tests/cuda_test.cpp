@@ -269,6 +269,31 @@ TEST_P(CudaBackend, TransfersAndMemoryStatistics) {
   EXPECT_LE(cuda->memory_stats().allocated, before.allocated);
 }
 
+TEST_P(CudaBackend, LargeUploadsArriveInPlaceBehindQueuedWork) {
+  // Uploads go through rings of 4 MB chunks (4 pinned, 16 on the device) beside the compute
+  // stream. Six uploads of three chunks each, queued back to back among other work and read
+  // only at the end: chunks of both rings are reused while earlier uploads may be in flight.
+  constexpr size_t kSize = (size_t{3} << 20) - 17;
+  Tensor w = randn({512, 512});
+  std::vector<std::vector<float>> hosts;
+  std::vector<Tensor> uploads, doubled, products;
+  for (int k = 0; k < 6; ++k) {
+    products.push_back(matmul(w, w));  // work queued ahead of the copy
+    std::vector<float>& host = hosts.emplace_back(kSize);
+    for (size_t j = 0; j < kSize; ++j)
+      host[j] = static_cast<float>(k * 1000) + static_cast<float>(j % 977);
+    uploads.emplace_back(host);
+    doubled.push_back(uploads.back() * 2);  // work that needs the copy
+  }
+  for (int k = 0; k < 6; ++k) {
+    const auto idx = static_cast<size_t>(k);
+    EXPECT_EQ(uploads[idx].to_vector<float>(), hosts[idx]) << "upload " << k;
+    const std::vector<float> d = doubled[idx].to_vector<float>();
+    for (size_t j = 0; j < kSize; j += 4099) ASSERT_EQ(d[j], 2 * hosts[idx][j]) << k << ", " << j;
+  }
+  expect_tensors_close(products.back(), products.front(), 0, "products queued among uploads");
+}
+
 // ---- ordering, errors and settings across ops ----
 
 TEST_P(CudaBackend, OpsFromSeveralThreadsComputeInIssueOrder) {

@@ -355,6 +355,29 @@ TEST_P(DataBackends, BatchesArriveOnTheLoopsBackend) {
   EXPECT_EQ(k, 5u);
 }
 
+// Batches large enough to be copied in chunks beside the loop's work, read only after several
+// later steps have been queued.
+TEST_P(DataBackends, LargeBatchesMovedWithoutTransformKeepTheirValues) {
+  auto cpu = Backend::cpu();
+  Tensor images = cpu->use([] { return rand({96, 1, 64, 64}); });
+  auto ds = std::make_shared<TensorDataset>(images, cpu->use([] { return arange(0, 96); }));
+  DataLoader loader(ds, {.batch_size = 16, .shuffle = true, .seed = 3, .workers = 2});
+  std::vector<Batch> got;
+  std::vector<Tensor> sums;
+  for (const Batch& b : loader) {
+    got.push_back(b);
+    sums.push_back((b.input * 2).sum());  // work behind each copy
+  }
+  ASSERT_EQ(got.size(), 6u);
+  for (size_t k = 0; k < got.size(); ++k) {
+    EXPECT_EQ(got[k].input.backend(), Backend::current());
+    const Tensor want = cpu->use([&] { return index_select(images, 0, got[k].target.to(cpu)); });
+    EXPECT_EQ(got[k].input.to_vector<float>(), want.to_vector<float>()) << "batch " << k;
+    const double twice = 2.0 * want.sum().item<double>();
+    EXPECT_NEAR(sums[k].item<double>(), twice, 1e-5 * twice) << "batch " << k;
+  }
+}
+
 // ---- transforms ----
 
 TEST(Data, NormalizeUsesPerChannelMeanAndStd) {

@@ -30,40 +30,57 @@ namespace {
 
 constexpr int kMaxDevices = 64;
 
-// Host-to-device copies of large buffers go through pinned chunks, so they neither wait for
-// the stream (as a pageable copy may) nor for their own completion.
-class Staging {
+// Host-to-device copies of large buffers, in chunks: into pinned host memory, by DMA on the
+// device's upload stream into a device-side chunk, then on the compute stream into place. So
+// the DMA overlaps the work already queued, and only the ops queued after the copy wait for it
+// (on the GPU). A pinned chunk is free once its DMA is done, a device chunk once the compute
+// stream has moved it; there are more device chunks, so uploads may run that many ahead of the
+// compute stream. The host waits only to reuse a pinned chunk whose DMA is still running.
+class Uploads {
  public:
   static constexpr size_t kChunk = size_t{4} << 20;
-  static constexpr int kChunks = 4;
+  static constexpr int kHostChunks = 4, kDeviceChunks = 16;
   void init() {
-    for (int i = 0; i < kChunks; ++i) {
-      CUDA_CHECK(cudaMallocHost(&chunk_[i], kChunk));
-      CUDA_CHECK(cudaEventCreateWithFlags(&done_[i], cudaEventDisableTiming));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    for (int i = 0; i < kHostChunks; ++i) {
+      CUDA_CHECK(cudaMallocHost(&host_[i], kChunk));
+      CUDA_CHECK(cudaEventCreateWithFlags(&copied_[i], cudaEventDisableTiming));
+    }
+    for (int i = 0; i < kDeviceChunks; ++i) {
+      CUDA_CHECK(cudaMalloc(&device_[i], kChunk));
+      CUDA_CHECK(cudaEventCreateWithFlags(&moved_[i], cudaEventDisableTiming));
     }
   }
-  void copy(void* dst, const void* src, size_t nbytes, cudaStream_t stream) {
+  void copy(void* dst, const void* src, size_t nbytes, cudaStream_t compute) {
     for (size_t off = 0; off < nbytes; off += kChunk) {
       const size_t n = std::min(kChunk, nbytes - off);
-      CUDA_CHECK(cudaEventSynchronize(done_[next_]));  // the chunk's previous copy has finished
-      std::memcpy(chunk_[next_], static_cast<const char*>(src) + off, n);
-      CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, chunk_[next_], n,
-                                 cudaMemcpyHostToDevice, stream));
-      CUDA_CHECK(cudaEventRecord(done_[next_], stream));
-      next_ = (next_ + 1) % kChunks;
+      const int h = next_host_, d = next_device_;
+      next_host_ = (h + 1) % kHostChunks;
+      next_device_ = (d + 1) % kDeviceChunks;
+      CUDA_CHECK(cudaEventSynchronize(copied_[h]));  // the pinned chunk's last DMA is done
+      std::memcpy(host_[h], static_cast<const char*>(src) + off, n);
+      CUDA_CHECK(cudaStreamWaitEvent(stream_, moved_[d]));  // the device chunk was moved out
+      CUDA_CHECK(cudaMemcpyAsync(device_[d], host_[h], n, cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaEventRecord(copied_[h], stream_));
+      CUDA_CHECK(cudaStreamWaitEvent(compute, copied_[h]));
+      CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, device_[d], n,
+                                 cudaMemcpyDeviceToDevice, compute));
+      CUDA_CHECK(cudaEventRecord(moved_[d], compute));
     }
   }
 
  private:
-  void* chunk_[kChunks] = {};
-  cudaEvent_t done_[kChunks] = {};
-  int next_ = 0;
+  cudaStream_t stream_ = nullptr;
+  void* host_[kHostChunks] = {};
+  void* device_[kDeviceChunks] = {};
+  cudaEvent_t copied_[kHostChunks] = {}, moved_[kDeviceChunks] = {};
+  int next_host_ = 0, next_device_ = 0;
 };
 
 struct Device {
   Context context;
   CachingAllocator allocator;
-  Staging staging;
+  Uploads uploads;
   std::mutex mutex;  // one op at a time per device: the context's scratch state is shared
   explicit Device(int d) : allocator(d) {}
 };
@@ -360,7 +377,7 @@ class CudaBackend final : public Backend {
       CUDA_CHECK(
           cudaMemcpyAsync(dst.data, host, nbytes, cudaMemcpyHostToDevice, dev_.context.stream));
     } else {
-      dev_.staging.copy(dst.data, host, nbytes, dev_.context.stream);
+      dev_.uploads.copy(dst.data, host, nbytes, dev_.context.stream);
     }
   }
 
@@ -406,7 +423,7 @@ Device& open_device(int d) {
   c.pending_.reserve(Context::kFaultSlots);
   c.queue_small_maps = op_profile() == nullptr;
   dev->allocator.set_before_release([&c] { c.flush(); });
-  dev->staging.init();
+  dev->uploads.init();
   return *dev;
 }
 

@@ -106,8 +106,13 @@ struct LoaderRun {
       Generator gen(mix(options.seed ^ kBatchStream, epoch, b));
       batch = options.transform(std::move(batch), gen);
     }
-    if (batch.input.defined()) batch.input = batch.input.to(backend).wait();
-    if (batch.target.defined()) batch.target = batch.target.to(backend).wait();
+    for (Tensor* t : {&batch.input, &batch.target}) {
+      if (!t->defined()) continue;
+      // Computed here, by the worker, when on the CPU. Moved without waiting: waiting on a
+      // device would wait for the training step queued there, which the copy overlaps.
+      if (t->backend()->is_cpu()) t->wait();
+      *t = t->to(backend);
+    }
     return batch;
   }
 
