@@ -111,6 +111,9 @@ class Bench {
                 median_per_call([&] { Tensor z = x + 1; }, iters, 100) * 1e6, "us/op");
     report_.add("us_per_add_tensor_1elem",
                 median_per_call([&] { Tensor z = x + y; }, iters, 100) * 1e6, "us/op");
+    // Unary and binary ops in turn (three ops per call).
+    report_.add("us_per_op_exp_mul_sub_1elem",
+                median_per_call([&] { Tensor z = exp(x) * y - 1; }, iters, 100) * 1e6 / 3, "us/op");
     // Above the CUDA backend's queue of small ops: one launch per op.
     Tensor x8k = ones({8192});
     report_.add("us_per_add_8192elem_async",

@@ -1,8 +1,8 @@
 // Internal header of the CUDA backend: the per-device context, error macros, dtype dispatch and
 // the strided-indexing helpers every kernel file shares.
 //
-// Each op family has its own file: creation.cu, elementwise.cu (+ binary.cu), reduce.cu,
-// axis.cu, matmul.cu, indexing.cu, nn.cu (+ conv.cu), optim.cu; backend.cu routes to them.
+// Each op family has its own file: creation.cu, elementwise.cu, reduce.cu, axis.cu, matmul.cu,
+// indexing.cu, nn.cu (+ conv.cu), optim.cu; backend.cu routes to them.
 #pragma once
 
 #include <cublasLt.h>
@@ -131,8 +131,9 @@ struct SmallMaps {
 using SmallMapsLaunch = void (*)(const SmallMaps&);
 
 // ---- the per-device context ----
-// Everything on a device is queued on its one stream, so kernels, library calls, the caching
-// allocator's reuse and the scratch workspace are ordered without further synchronization.
+// Every op on a device is queued on its one stream, so kernels, library calls, the caching
+// allocator's reuse and the scratch workspace are ordered without further synchronization
+// (uploads from the host use a second stream, joined by events: backend.cu).
 struct Context {
   int device = 0;
   cudaStream_t stream = nullptr;

@@ -1,9 +1,9 @@
-// Small elementwise ops queued to run many to a launch (see SmallMaps in common.cuh), for the
-// op files whose ops are each one map: elementwise.cu and binary.cu.
+// Small elementwise ops queued to run many to a launch (see SmallMaps in common.cuh), for
+// elementwise.cu, whose ops are each one map.
 //
 // Everything here has internal linkage on purpose: the queue holds device function pointers,
-// which are only valid in the module that took them, so each file that includes this gets its
-// own kernel, its own function pointers and its own caches of them.
+// which are only valid in the module that took them, so a file that includes this gets its own
+// kernel, its own function pointers and its own caches of them.
 #pragma once
 
 #include <atomic>
