@@ -359,6 +359,20 @@ TEST_P(CudaBackend, SmallOpsQueuedTogetherComputeInIssueOrder) {
   }
 }
 
+TEST_P(CudaBackend, RunningOutOfMemoryRunsTheQueuedOpsBeforeTheCacheIsGivenBack) {
+  // Out of memory, the allocator gives its cached blocks back to the device. Queued small ops
+  // may still write to them (outputs of tensors already gone), so they must run first.
+  Tensor x = randn({1000});
+  Tensor kept = x * 3;
+  for (int k = 0; k < 8; ++k) Tensor gone = x + static_cast<float>(k);
+  Tensor huge = zeros({int64_t{1} << 45});  // 128 TiB
+  EXPECT_THROW(huge.wait(), Error);
+  const std::vector<float> xs = x.to_vector<float>(), got = kept.to_vector<float>();
+  for (size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(got[i], xs[i] * 3) << "at " << i;
+  expect_tensors_close(x * 2 + 1, Backend::cpu()->use([&] { return x.to(Backend::cpu()) * 2 + 1; }),
+                       1e-6, "after the failure");
+}
+
 TEST_P(CudaBackend, AnErrorFoundWhileComputingIsRaisedOnReadWithTheIssuingLine) {
   // Eleven axes of which no two merge: more than the CUDA kernels index.
   std::vector<int64_t> shape(11, 2), reversed(11);
