@@ -172,20 +172,16 @@ DeviceFault* Context::fault(FaultMessage message) {
   return fault_dev_ + (pending_.size() - 1);
 }
 
-void Context::queue(const SmallMap& op, SmallMapsLaunch launch) {
-  if (small_maps_launch_ != launch) flush();
-  small_maps_launch_ = launch;
+void Context::queue(const SmallMap& op) {
   small_maps_.ops[small_maps_.count++] = op;
   if (small_maps_.count == kSmallMaps) flush();
 }
 
 void Context::flush() {
   if (small_maps_.count == 0) return;
-  struct Empty {  // the queue is empty afterwards, launched or not
-    SmallMaps& q;
-    ~Empty() { q.count = 0; }
-  } empty{small_maps_};
-  small_maps_launch_(small_maps_);
+  const SmallMaps q = small_maps_;
+  small_maps_.count = 0;  // empty afterwards, launched or not
+  launch_small_maps(q);
 }
 
 void Context::sync() {
@@ -328,7 +324,7 @@ class CudaBackend final : public Backend {
 
   void run(const Op& op, In in, Out out) override {
     DeviceGuard guard(dev_);
-    // Elementwise ops are each one map, queued or launched after the queue (small_maps.cuh);
+    // Elementwise ops are each one map, queued or launched after the queue (elementwise.cu);
     // anything else is queued on the stream behind the queued ops.
     if (op.kind < OpKind::creation_end || op.kind >= OpKind::elementwise_end) dev_.context.flush();
     if (OpProfile* p = op_profile()) {
@@ -421,7 +417,6 @@ Device& open_device(int d) {
   CUDA_CHECK(cudaMemsetAsync(c.fault_dev_, 0, fault_bytes, c.stream));
   CUDA_CHECK(cudaMallocHost(&c.fault_host_, fault_bytes));
   c.pending_.reserve(Context::kFaultSlots);
-  c.queue_small_maps = op_profile() == nullptr;
   dev->allocator.set_before_release([&c] { c.flush(); });
   dev->uploads.init();
   return *dev;

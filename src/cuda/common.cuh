@@ -108,7 +108,7 @@ using FaultMessage = std::function<std::string(int code, long long value)>;
 // ---- small elementwise ops, queued ----
 // An elementwise op on a few elements takes the GPU well under a microsecond but the host a
 // whole kernel launch (3-4 us on an H200's host). So such ops wait in their device's queue and
-// run up to kSmallMaps at a time, in order, in one launch of one block (small_maps.cuh): at
+// run up to kSmallMaps at a time, in order, in one launch of one block (elementwise.cu): at
 // the next op that is not one of them, at any read, write or synchronize, and when the queue is
 // full. An op's function is a device function pointer, its functor's bytes travel with it.
 inline constexpr int64_t kSmallMapElements = 4096;
@@ -127,8 +127,8 @@ struct SmallMaps {
   int count;
   SmallMap ops[kSmallMaps];
 };
-// Launches a queue's kernel: the one in the module its function pointers come from.
-using SmallMapsLaunch = void (*)(const SmallMaps&);
+// Runs a queue's ops, in order, in one launch (elementwise.cu, beside the ops' functions).
+void launch_small_maps(const SmallMaps& q);
 
 // ---- the per-device context ----
 // Every op on a device is queued on its one stream, so kernels, library calls, the caching
@@ -155,12 +155,10 @@ struct Context {
   DeviceFault* fault(FaultMessage message);
   // Waits for the stream, then raises the first fault recorded since the last sync(), if any.
   void sync();
-  // Appends a small op to the queue; ops from another module's kernel run first.
-  void queue(const SmallMap& op, SmallMapsLaunch launch);
+  // Appends a small op to the queue, which runs when full.
+  void queue(const SmallMap& op);
   // Launches the queued small ops (before anything else is queued on the stream).
   void flush();
-  // Off while ops are profiled, whose timings must be per op.
-  bool queue_small_maps = true;
 
   // Internal state (backend.cu), used under the device's mutex like everything above.
   struct PendingFault {
@@ -176,7 +174,6 @@ struct Context {
   std::vector<PendingFault> pending_;
   std::exception_ptr fault_error_;  // the first fault found, until sync() raises it
   SmallMaps small_maps_{};
-  SmallMapsLaunch small_maps_launch_ = nullptr;
   void collect_faults();
 };
 
