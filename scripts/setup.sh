@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages crisp needs to build, test and benchmark. Safe to run again.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libopenblas-dev libopenblas0-pthread libdnnl-dev libgtest-dev
+packages=(build-essential cmake ninja-build ccache pkg-config libopenblas-dev libopenblas0-pthread libdnnl-dev libgtest-dev
   libgmock-dev libbenchmark-dev nlohmann-json3-dev zlib1g-dev clang-format python3-torch
   dataset-fashion-mnist)
 

@@ -6,8 +6,6 @@ namespace crisp {
 
 namespace {
 
-using Grads = std::vector<Tensor>;
-
 // axis normalized; a 0-d tensor is treated as one line of length 1.
 int64_t line_axis(const Tensor& x, int64_t axis) {
   const int64_t a = normalize_axis(axis, x.ndim());

@@ -9,8 +9,6 @@ namespace crisp {
 
 namespace {
 
-using Grads = std::vector<Tensor>;
-
 Tensor unary(OpKind kind, const Tensor& x, std::vector<double> reals = {}) {
   return dispatch_in_layout(Op{kind, {}, std::move(reals)}, {x}, x.dtype());
 }

@@ -8,8 +8,6 @@ namespace crisp {
 
 namespace {
 
-using Grads = std::vector<Tensor>;
-
 void check_index_tensor(const Tensor& index) {
   check_defined(index, "index");
   if (index.dtype() != i64) fail("index must be int64, got ", dtype_name(index.dtype()));

@@ -6,8 +6,6 @@ namespace crisp {
 
 namespace {
 
-using Grads = std::vector<Tensor>;
-
 // A 2-d view whose transpose is contiguous (a weight used as w^T).
 bool transposed_contiguous(const Tensor& t) {
   const Array& a = t.impl()->array;

@@ -10,8 +10,6 @@ namespace crisp {
 
 namespace {
 
-using Grads = std::vector<Tensor>;
-
 // The axes to reduce, sorted; a 0-d tensor has none (axis 0 or -1 still names it).
 std::vector<int64_t> reduce_axes(const Tensor& x, const Axes& axes) {
   std::vector<int64_t> ax = normalize_axes(axes, x.ndim());

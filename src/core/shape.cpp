@@ -7,8 +7,6 @@ namespace crisp {
 
 namespace {
 
-using Grads = std::vector<Tensor>;
-
 size_t at(int64_t i) { return static_cast<size_t>(i); }
 
 // pad's argument (innermost axis first) that pads only `axis` of an ndim tensor.

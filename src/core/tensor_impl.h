@@ -89,6 +89,14 @@ bool any_requires_grad(std::initializer_list<Tensor> inputs);
 Tensor reduce_to(const Tensor& grad, const Shape& shape);
 
 // ---- helpers for op front ends ----
+// What a backward closure returns: one gradient per input (undefined where none is needed).
+using Grads = std::vector<Tensor>;
+// An optional parameter of an op (a norm's or loss's weight), checked to have dtype and shape.
+std::optional<Tensor> checked_param(const std::optional<Tensor>& t, DType dtype, const Shape& shape,
+                                    const char* what);
+// A per-dimension parameter given once (applies to every dim) or once per dim, each at least min.
+std::vector<int64_t> per_dim(const char* what, const std::vector<int64_t>& v, int64_t nd,
+                             int64_t min);
 int64_t normalize_axis(int64_t axis, int64_t ndim);
 std::vector<int64_t> normalize_axes(const Axes& axes, int64_t ndim);
 std::string shape_str(const Shape& s);

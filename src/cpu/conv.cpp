@@ -235,7 +235,7 @@ double lane_sum(const C* p, int64_t n) {
 
 template <class C>
 void channel_sum(const Array& x, Array& out) {
-  Dense<C> xd(x);
+  ContiguousAs<C> xd(x);
   Result<C> r(out);
   const int64_t N = x.shape[0], Ch = x.shape[1], S = x.numel() / std::max<int64_t>(1, N * Ch);
   parallel_for(Ch, N * Ch * S, [&](int64_t b, int64_t e) {
@@ -263,8 +263,8 @@ void conv_family(const Op& op, In in, Out out) {
     switch (op.kind) {
       case OpKind::conv: {
         const Geom g = geometry(op, in[0].shape, in[1].shape, out[0].shape);
-        Dense<C> x(in[0]), w(in[1]);
-        std::optional<Dense<C>> b;
+        ContiguousAs<C> x(in[0]), w(in[1]);
+        std::optional<ContiguousAs<C>> b;
         if (in.size() > 2) b.emplace(in[2]);
         Result<C> y(out[0]);
         conv_forward<C>(g, x.data(), w.data(), b ? b->data() : nullptr, y.data());
@@ -272,8 +272,8 @@ void conv_family(const Op& op, In in, Out out) {
       }
       case OpKind::conv_backward_input: {
         const Geom g = geometry(op, out[0].shape, in[1].shape, in[0].shape);
-        Dense<C> dy(in[0]), w(in[1]);
-        std::optional<Dense<C>> b;
+        ContiguousAs<C> dy(in[0]), w(in[1]);
+        std::optional<ContiguousAs<C>> b;
         if (in.size() > 2) b.emplace(in[2]);
         Result<C> dx(out[0]);
         conv_input_grad<C>(g, dy.data(), w.data(), b ? b->data() : nullptr, dx.data());
@@ -281,7 +281,7 @@ void conv_family(const Op& op, In in, Out out) {
       }
       case OpKind::conv_backward_weight: {
         const Geom g = geometry(op, in[0].shape, out[0].shape, in[1].shape);
-        Dense<C> x(in[0]), dy(in[1]);
+        ContiguousAs<C> x(in[0]), dy(in[1]);
         Result<C> dw(out[0]);
         conv_weight_grad<C>(g, x.data(), dy.data(), dw.data());
         return dw.finish();

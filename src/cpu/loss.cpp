@@ -40,7 +40,7 @@ struct BadIndex {
 template <class C>
 void embedding(const Array& idx_a, const Array& w_a, Array& out_a) {
   Indices idx(idx_a);
-  Dense<C> w(w_a);
+  ContiguousAs<C> w(w_a);
   Result<C> out(out_a);
   const int64_t V = w_a.shape[0], D = w_a.shape[1], M = idx_a.numel();
   BadIndex bad;
@@ -61,7 +61,7 @@ void embedding(const Array& idx_a, const Array& w_a, Array& out_a) {
 
 template <class C>
 void embedding_backward(const Array& g_a, const Array& idx_a, Array& dw_a) {
-  Dense<C> g(g_a);
+  ContiguousAs<C> g(g_a);
   Indices idx(idx_a);
   Result<C> dw(dw_a);
   const int64_t V = dw_a.shape[0], D = dw_a.shape[1], M = idx_a.numel();
@@ -108,7 +108,7 @@ NllTerms<C> nll_terms(const NllAttrs& at, const C* logp, const Array& target_a, 
   const double eps = at.smoothing;
   auto wc = [&](int64_t c) { return w ? static_cast<double>(w[c]) : 1.0; };
   if (at.prob) {
-    Dense<C> tgt(target_a);
+    ContiguousAs<C> tgt(target_a);
     parallel_for(N * S, N * S * Cn, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) {
         const int64_t n = j / S, s = j % S;
@@ -153,8 +153,8 @@ NllTerms<C> nll_terms(const NllAttrs& at, const C* logp, const Array& target_a, 
 template <class C>
 void nll_loss(const Op& op, In in, Array& out_a) {
   const NllAttrs at(op);
-  Dense<C> logp(in[0]);
-  std::optional<Dense<C>> w;
+  ContiguousAs<C> logp(in[0]);
+  std::optional<ContiguousAs<C>> w;
   if (at.has_w) w.emplace(in[2]);
   const int64_t N = in[0].shape[0], Cn = in[0].shape[1], S = in[0].shape[2];
   NllTerms<C> t = nll_terms<C>(at, logp.data(), in[1], w ? w->data() : nullptr, N, Cn, S);
@@ -176,8 +176,8 @@ template <class C>
 void nll_loss_backward(const Op& op, In in, Out out) {
   // inputs: grad, logp, target[, weight]; outputs: dlogp[, dtarget]
   const NllAttrs at(op);
-  Dense<C> g(in[0]), logp(in[1]);
-  std::optional<Dense<C>> w;
+  ContiguousAs<C> g(in[0]), logp(in[1]);
+  std::optional<ContiguousAs<C>> w;
   if (at.has_w) w.emplace(in[3]);
   const C* wp = w ? w->data() : nullptr;
   auto wc = [&](int64_t c) { return wp ? static_cast<double>(wp[c]) : 1.0; };
@@ -200,7 +200,7 @@ void nll_loss_backward(const Op& op, In in, Out out) {
   auto scale = [&](int64_t j) { return (at.reduction == 0 ? g[j] : g[0]) / den; };
   Result<C> dlogp(out[0]);
   if (at.prob) {
-    Dense<C> tgt(in[2]);
+    ContiguousAs<C> tgt(in[2]);
     Result<C> dtgt(out[1]);
     parallel_for(N * S, N * S * Cn, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) {

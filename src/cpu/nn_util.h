@@ -57,9 +57,9 @@ constexpr DType compute_dtype = std::is_same_v<C, double> ? DType::f64 : DType::
 // The elements of `a` as a contiguous array of C (float or double): a pointer into `a` itself
 // when it already is one, else a converted copy.
 template <class C>
-class Dense {
+class ContiguousAs {
  public:
-  explicit Dense(const Array& a) {
+  explicit ContiguousAs(const Array& a) {
     if (a.dtype == compute_dtype<C> && a.is_contiguous()) {
       ptr_ = a.data<C>();
       return;

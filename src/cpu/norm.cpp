@@ -99,10 +99,10 @@ void rows_backward(const C* g, const C* x, const C* mean, const C* rstd, int64_t
 // statistics, also their update (op_kinds.inc).
 template <class C>
 void batch_stats(const Op& op, In in, Out out) {
-  Dense<C> x(in[0]);
+  ContiguousAs<C> x(in[0]);
   Result<C> mean(out[0]), var(out[1]);
   const bool update = in.size() > 1;
-  std::optional<Dense<C>> rm, rv;
+  std::optional<ContiguousAs<C>> rm, rv;
   std::optional<Result<C>> new_rm, new_rv;
   if (update) {
     rm.emplace(in[1]);
@@ -144,9 +144,9 @@ void batch_stats(const Op& op, In in, Out out) {
 // Batch norm's output x * scale + shift for channel c. The backward of batch_norm_relu finds
 // where that output was positive with this same arithmetic.
 template <class C>
-std::pair<C, C> batch_norm_affine(const Dense<C>& mean, const Dense<C>& var,
-                                  const std::optional<Dense<C>>& w,
-                                  const std::optional<Dense<C>>& b, double eps, int64_t c) {
+std::pair<C, C> batch_norm_affine(const ContiguousAs<C>& mean, const ContiguousAs<C>& var,
+                                  const std::optional<ContiguousAs<C>>& w,
+                                  const std::optional<ContiguousAs<C>>& b, double eps, int64_t c) {
   const double s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
   const C scale = static_cast<C>(s * (w ? static_cast<double>((*w)[c]) : 1.0));
   const C shift = static_cast<C>((b ? static_cast<double>((*b)[c]) : 0.0) -
@@ -156,10 +156,10 @@ std::pair<C, C> batch_norm_affine(const Dense<C>& mean, const Dense<C>& var,
 
 template <class C>
 void batch_norm_forward(const Op& op, In in, Array& ya) {
-  Dense<C> x(in[0]), mean(in[1]), var(in[2]);
+  ContiguousAs<C> x(in[0]), mean(in[1]), var(in[2]);
   const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
   const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
-  std::optional<Dense<C>> w, b;
+  std::optional<ContiguousAs<C>> w, b;
   if (has_w) w.emplace(in[3]);
   if (has_b) b.emplace(in[3 + has_w]);
   Result<C> y(ya);
@@ -180,11 +180,11 @@ void batch_norm_forward(const Op& op, In in, Array& ya) {
 // dx, dw, db of batch norm; training: also through the batch mean and variance.
 template <class C>
 void batch_norm_backward(const Op& op, In in, Out out) {
-  Dense<C> g(in[0]), x(in[1]), mean(in[2]), var(in[3]);
+  ContiguousAs<C> g(in[0]), x(in[1]), mean(in[2]), var(in[3]);
   const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
   const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
   const bool has_b = op.ints.size() > 3 && op.ints[3] != 0;
-  std::optional<Dense<C>> w, b;
+  std::optional<ContiguousAs<C>> w, b;
   if (has_w) w.emplace(in[4]);
   if (has_b) b.emplace(in[4 + has_w]);
   const double eps = op.reals[0];
@@ -233,8 +233,8 @@ void norm_kernel(const Op& op, In in, Out out) {
       const int64_t G = group ? op.ints[0] : 1;
       const bool has_w = op.ints[group ? 1 : 0] != 0;
       const bool has_b = op.kind != OpKind::rms_norm && op.ints[group ? 2 : 1] != 0;
-      Dense<C> x(in[0]);
-      std::optional<Dense<C>> w, b;
+      ContiguousAs<C> x(in[0]);
+      std::optional<ContiguousAs<C>> w, b;
       if (has_w) w.emplace(in[1]);
       if (has_b) b.emplace(in[1 + has_w]);
       Result<C> y(out[0]);
@@ -269,11 +269,11 @@ void norm_kernel(const Op& op, In in, Out out) {
       const bool center = op.kind != OpKind::rms_norm_backward;
       const int64_t G = group ? op.ints[0] : 1;
       const bool has_w = op.ints[group ? 1 : 0] != 0;
-      Dense<C> g(in[0]), x(in[1]);
-      std::optional<Dense<C>> mean;
+      ContiguousAs<C> g(in[0]), x(in[1]);
+      std::optional<ContiguousAs<C>> mean;
       if (center) mean.emplace(in[2]);
-      Dense<C> rstd(in[center ? 3 : 2]);
-      std::optional<Dense<C>> w;
+      ContiguousAs<C> rstd(in[center ? 3 : 2]);
+      std::optional<ContiguousAs<C>> w;
       if (has_w) w.emplace(in[center ? 4 : 3]);
       Result<C> dx(out[0]);
       std::optional<Result<C>> dw, db;

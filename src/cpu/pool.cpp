@@ -131,7 +131,7 @@ void max_pool_2d(const PoolGeom& g, const C* x, C* y, int64_t* idx, int64_t b, i
 
 template <class C>
 void max_pool(const PoolGeom& g, const Array& xa, Array& ya, Array& ia) {
-  Dense<C> x(xa);
+  ContiguousAs<C> x(xa);
   Result<C> y(ya);
   int64_t* idx = ia.data<int64_t>();
   const bool plain_2d =
@@ -170,7 +170,7 @@ void max_pool(const PoolGeom& g, const Array& xa, Array& ya, Array& ia) {
 
 template <class C>
 void max_pool_backward(const PoolGeom& g, const Array& ga, const Array& ia, Array& dxa) {
-  Dense<C> gy(ga);
+  ContiguousAs<C> gy(ga);
   const Array idx_c = ia;  // indices come from max_pool: contiguous unless a view was taken
   std::vector<int64_t> idx_copy;
   const int64_t* idx = nullptr;
@@ -215,7 +215,7 @@ inline int64_t avg_divisor(const PoolGeom& g, const std::array<int64_t, 3>& star
 
 template <class C>
 void avg_pool(const PoolGeom& g, const Array& xa, Array& ya) {
-  Dense<C> x(xa);
+  ContiguousAs<C> x(xa);
   Result<C> y(ya);
   parallel_for(g.planes, g.planes * g.P * g.k[0] * g.k[1] * g.k[2], [&](int64_t b, int64_t e) {
     for (int64_t pl = b; pl < e; ++pl) {
@@ -233,7 +233,7 @@ void avg_pool(const PoolGeom& g, const Array& xa, Array& ya) {
 
 template <class C>
 void avg_pool_backward(const PoolGeom& g, const Array& ga, Array& dxa) {
-  Dense<C> gy(ga);
+  ContiguousAs<C> gy(ga);
   Result<C> dx(dxa);
   parallel_for(g.planes, g.planes * g.P * g.k[0] * g.k[1] * g.k[2], [&](int64_t b, int64_t e) {
     for (int64_t pl = b; pl < e; ++pl) {

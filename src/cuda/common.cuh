@@ -273,6 +273,14 @@ inline unsigned grid_for(int64_t n, int block = kBlock) {
        i += static_cast<I>(blockDim.x) * gridDim.x)
 #define CRISP_GRID_STRIDE(i, n) CRISP_GRID_STRIDE_AS(int64_t, i, n)
 
+// The usual launch of a grid-stride kernel over n items, Kernel(n, args...), on grid_for(n)
+// blocks of kBlock threads of the current stream; nothing when there are no items.
+template <auto Kernel, class... A>
+void launch_items(int64_t n, const A&... args) {
+  if (n <= 0) return;
+  launch<Kernel>(grid_for(n), kBlock, 0, ctx().stream, n, args...);
+}
+
 // ---- division by a divisor fixed at launch ----
 
 // n / d in index type I (int or int64_t). GPUs have no integer divider: a 32-bit division is a
