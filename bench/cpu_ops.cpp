@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
     double t = median_time(reps, [&] { matmul(a, b).wait(); });
     out.push_back({"matmul_1024_ms", t * 1e3});
     std::vector<float> x(n * n, 0.5f), y(n * n, 0.25f), z(n * n);
-    openblas_set_num_threads(cpu::num_threads());  // crisp keeps BLAS single-threaded itself
+    openblas_set_num_threads(num_threads());  // crisp keeps BLAS single-threaded itself
     double direct = median_time(reps, [&] {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, x.data(), n, y.data(), n,
                   0.f, z.data(), n);
@@ -110,6 +110,6 @@ int main(int argc, char** argv) {
   std::printf("{");
   for (size_t i = 0; i < out.size(); ++i)
     std::printf("%s\"%s\": %.6g", i ? ", " : "", out[i].first.c_str(), out[i].second);
-  std::printf(", \"threads\": %d}\n", cpu::num_threads());
+  std::printf(", \"threads\": %d}\n", num_threads());
   return 0;
 }

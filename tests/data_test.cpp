@@ -10,7 +10,7 @@
 #include <set>
 #include <thread>
 
-#include "cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "testing.h"
 
 namespace crisp::testing {
@@ -91,7 +91,7 @@ class Probe : public data::Dataset {
   }
   Batch get_batch(const std::vector<int64_t>& indices) const override {
     ++calls;
-    if (cpu::in_parallel()) ++serial_calls;  // parallel work started here would run serially
+    if (in_parallel()) ++serial_calls;  // parallel work started here would run serially
     return Dataset::get_batch(indices);
   }
   mutable std::atomic<int> calls{0}, serial_calls{0};
@@ -270,7 +270,7 @@ TEST(Data, WorkersLeaveTheThreadPoolToTheTrainingLoop) {
   EXPECT_EQ(batches, 10);
   EXPECT_EQ(probe->calls, 10);
   EXPECT_EQ(probe->serial_calls, 10);
-  EXPECT_FALSE(cpu::in_parallel());
+  EXPECT_FALSE(in_parallel());
 }
 
 TEST(Data, BreakingOutEarlyStopsTheWorkersAndKeepsTheEpoch) {

@@ -75,24 +75,14 @@ struct Op {
 
 const char* op_name(OpKind k);
 
-// The conv and max_pool ops' last int: their outputs are stored channels-last, [N, *spatial, C]
-// (the weight's gradient [O, *k, C / groups]). Inputs come in any layout.
-inline bool stores_channels_last(const Op& op) {
-  if (op.ints.empty()) return false;
-  const int64_t nd = op.ints[0];
-  const bool pool = op.kind == OpKind::max_pool || op.kind == OpKind::max_pool_backward;
-  const size_t at = static_cast<size_t>(pool ? 1 + 4 * nd : 2 + 3 * nd);
-  return op.ints.size() > at && op.ints[at] != 0;
-}
-
 // One parameter's operands in an optimizer update op (op_kinds.inc).
 struct ParamOperands {
   std::span<const Array> in;
   std::span<Array> out;
 };
-// Splits an update op's operands per parameter, checking them as the kernels read them; throws
-// when the front end handed something else.
-std::vector<ParamOperands> optim_operands(const Op& op, std::span<const Array> in,
+// Splits the operands of an update op over its `count` parameters (the count its attributes
+// carry), checking them as the kernels read them; throws when the front end handed something else.
+std::vector<ParamOperands> optim_operands(const Op& op, int64_t count, std::span<const Array> in,
                                           std::span<Array> out);
 
 // Device memory of a backend, in bytes: held by live tensors, reserved from the device (live

@@ -6,6 +6,7 @@
 #include "crisp/data.h"
 #include "crisp/dtype.h"
 #include "crisp/error.h"
+#include "crisp/grad_scaler.h"
 #include "crisp/io.h"
 #include "crisp/models.h"
 #include "crisp/nn.h"

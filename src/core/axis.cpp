@@ -1,4 +1,5 @@
 // Ops along one axis: softmax and log_softmax, cumsum and cumprod, sort, argsort and topk.
+#include "kernels/axis.h"
 #include "core/tensor_impl.h"
 #include "crisp/amp.h"
 
@@ -16,9 +17,9 @@ Tensor softmax_like(OpKind fwd, OpKind bwd, const Tensor& x, int64_t axis) {
   check_defined(x);
   check_floating(x);
   const int64_t a = line_axis(x, axis);
-  Tensor y = dispatch(Op{fwd, {a}}, {x}, x.shape(), x.dtype());
+  Tensor y = dispatch(AxisAttrs{a}.to_op(fwd), {x}, x.shape(), x.dtype());
   return with_grad(y, {x}, [y = y.detach(), a, bwd](const Tensor& g) {
-    return Grads{dispatch(Op{bwd, {a}}, {y, g}, y.shape(), y.dtype())};
+    return Grads{dispatch(AxisAttrs{a}.to_op(bwd), {y, g}, y.shape(), y.dtype())};
   });
 }
 
@@ -60,7 +61,7 @@ Tensor cumsum(const Tensor& x, int64_t axis, Loc loc) {
   check_defined(x);
   const int64_t a = line_axis(x, axis);
   const DType dt = x.dtype() == bool_ ? i64 : x.dtype();
-  Tensor y = dispatch(Op{OpKind::cumsum, {a}}, {x}, x.shape(), dt);
+  Tensor y = dispatch(AxisAttrs{a}.to_op(OpKind::cumsum), {x}, x.shape(), dt);
   if (!is_floating(dt)) return y;
   // Each input feeds every later output: the gradient is a reversed cumulative sum.
   return with_grad(y, {x}, [a, nd = x.ndim()](const Tensor& g) {
@@ -75,10 +76,11 @@ Tensor cumprod(const Tensor& x, int64_t axis, Loc loc) {
   check_defined(x);
   const int64_t a = line_axis(x, axis);
   const DType dt = x.dtype() == bool_ ? i64 : x.dtype();
-  Tensor y = dispatch(Op{OpKind::cumprod, {a}}, {x}, x.shape(), dt);
+  Tensor y = dispatch(AxisAttrs{a}.to_op(OpKind::cumprod), {x}, x.shape(), dt);
   if (!is_floating(dt)) return y;
   return with_grad(y, {x}, [x = x.detach(), a](const Tensor& g) {
-    return Grads{dispatch(Op{OpKind::cumprod_backward, {a}}, {x, g}, x.shape(), x.dtype())};
+    return Grads{
+        dispatch(AxisAttrs{a}.to_op(OpKind::cumprod_backward), {x, g}, x.shape(), x.dtype())};
   });
 }
 
@@ -86,7 +88,7 @@ SortResult sort(const Tensor& x, int64_t axis, bool descending, Loc loc) {
   CallScope scope("sort", loc);
   check_defined(x);
   const int64_t a = line_axis(x, axis);
-  auto out = dispatch(Op{OpKind::sort, {a, descending ? 1 : 0}}, {x.detach()},
+  auto out = dispatch(AxisAttrs{a, descending}.to_op(OpKind::sort), {x.detach()},
                       {{x.shape(), x.dtype()}, {x.shape(), i64}});
   return {with_pick_grad(out[0], x, out[1], a), out[1]};
 }
@@ -103,7 +105,7 @@ SortResult topk(const Tensor& x, int64_t k, int64_t axis, bool largest, Loc loc)
   const int64_t n = x.ndim() == 0 ? 1 : x.shape()[static_cast<size_t>(a)];
   if (k < 0 || k > n) fail("k ", k, " is out of range for an axis of size ", n);
   // A full stable sort: ties keep their order, as in the sorted result.
-  auto out = dispatch(Op{OpKind::sort, {a, largest ? 1 : 0}}, {x.detach()},
+  auto out = dispatch(AxisAttrs{a, largest}.to_op(OpKind::sort), {x.detach()},
                       {{x.shape(), x.dtype()}, {x.shape(), i64}});
   Tensor idx = leading(out[1], a, k);
   return {with_pick_grad(leading(out[0], a, k), x, idx, a), idx};

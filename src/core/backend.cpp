@@ -109,9 +109,8 @@ const char* op_name(OpKind k) {
   }
 }
 
-std::vector<ParamOperands> optim_operands(const Op& op, std::span<const Array> in,
+std::vector<ParamOperands> optim_operands(const Op& op, int64_t count, std::span<const Array> in,
                                           std::span<Array> out) {
-  const int64_t count = op.ints.empty() ? 0 : op.ints.back();
   if (count < 1 || in.size() % static_cast<size_t>(count) != 0 ||
       out.size() % static_cast<size_t>(count) != 0)
     fail(op_name(op.kind), ": ", in.size(), " inputs and ", out.size(),

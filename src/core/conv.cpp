@@ -3,6 +3,7 @@
 
 #include "core/tensor_impl.h"
 #include "crisp/amp.h"
+#include "kernels/conv.h"
 
 namespace crisp {
 
@@ -24,23 +25,23 @@ std::vector<int64_t> per_dim(const char* what, const std::vector<int64_t>& v, in
 
 namespace {
 
-// The attributes every conv kernel shares: nd, stride..., padding..., dilation..., groups,
-// channels_last.
-struct ConvAttrs {
-  std::vector<int64_t> ints;
-  Shape x_shape, w_shape;      // of the forward convolution
-  bool channels_last = false;  // outputs are stored channels-last
+// What the three conv kernels of one convolution share: its attributes and the forward pass's
+// input and weight shapes.
+struct ConvSpec {
+  ConvAttrs attrs;
+  Shape x_shape, w_shape;
   // The output of kind, of the given shape, computed from in.
   Tensor run(OpKind kind, const std::vector<Tensor>& in, const Shape& shape, DType dtype) const {
-    if (channels_last) return dispatch_channels_last(Op{kind, ints}, in, {{shape, dtype}})[0];
-    return dispatch(Op{kind, ints}, in, {OutSpec{shape, dtype}})[0];
+    if (attrs.channels_last)
+      return dispatch_channels_last(attrs.to_op(kind), in, {{shape, dtype}})[0];
+    return dispatch(attrs.to_op(kind), in, {OutSpec{shape, dtype}})[0];
   }
 };
 
-Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvAttrs& a,
+Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvSpec& a,
                 const Shape& y_shape);
-Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const ConvAttrs& a);
-Tensor conv_weight_raw(const Tensor& x, const Tensor& dy, const ConvAttrs& a);
+Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const ConvSpec& a);
+Tensor conv_weight_raw(const Tensor& x, const Tensor& dy, const ConvSpec& a);
 
 // Sums x [N, C, *] over all axes but 1; its gradient broadcasts back.
 Tensor channel_sum(const Tensor& x) {
@@ -53,7 +54,7 @@ Tensor channel_sum(const Tensor& x) {
 }
 
 // The three kernels are each other's gradients, so every order of derivative is available.
-Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvAttrs& a,
+Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvSpec& a,
                 const Shape& y_shape) {
   std::vector<Tensor> in{x, w};
   if (b.defined()) in.push_back(b);
@@ -68,7 +69,7 @@ Tensor conv_raw(const Tensor& x, const Tensor& w, const Tensor& b, const ConvAtt
       });
 }
 
-Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const ConvAttrs& a) {
+Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const ConvSpec& a) {
   std::vector<Tensor> in{dy, w};
   if (b.defined()) in.push_back(b);
   Tensor dx = a.run(OpKind::conv_backward_input, in, a.x_shape, dy.dtype());
@@ -82,7 +83,7 @@ Tensor conv_input_raw(const Tensor& dy, const Tensor& w, const Tensor& b, const 
       });
 }
 
-Tensor conv_weight_raw(const Tensor& x, const Tensor& dy, const ConvAttrs& a) {
+Tensor conv_weight_raw(const Tensor& x, const Tensor& dy, const ConvSpec& a) {
   Tensor dw = a.run(OpKind::conv_backward_weight, {x, dy}, a.w_shape, x.dtype());
   const bool nx = x.requires_grad(), ndy = dy.requires_grad();
   return with_grad(dw, {x, dy}, [x = x.detach(), dy = dy.detach(), a, nx, ndy](const Tensor& g) {
@@ -158,16 +159,16 @@ Tensor conv_nd(int64_t nd, bool transposed, const Tensor& x_in, const Tensor& w,
       out_shape.push_back((in + 2 * padding[j] - span) / stride[j] + 1);
     }
   }
-  ConvAttrs a;
-  a.ints.push_back(nd);
-  for (const auto* v : {&stride, &padding, &dilation})
-    a.ints.insert(a.ints.end(), v->begin(), v->end());
-  a.ints.push_back(groups);
+  ConvSpec a;
+  a.attrs.nd = nd;
+  std::copy(stride.begin(), stride.end(), a.attrs.stride.begin());
+  std::copy(padding.begin(), padding.end(), a.attrs.padding.begin());
+  std::copy(dilation.begin(), dilation.end(), a.attrs.dilation.begin());
+  a.attrs.groups = groups;
   // A channels-last input gives a channels-last output, with the weight stored so too: cuDNN's
   // fastest kernels want all three in that layout.
-  a.channels_last = nd == 2 && is_channels_last(x);
-  a.ints.push_back(a.channels_last ? 1 : 0);
-  const Tensor wk = a.channels_last ? to_channels_last(w) : w;
+  a.attrs.channels_last = nd == 2 && is_channels_last(x);
+  const Tensor wk = a.attrs.channels_last ? to_channels_last(w) : w;
   Tensor y;
   if (transposed) {
     a.x_shape = out_shape;

@@ -1,7 +1,8 @@
-// Creation ops: constants, ranges, identity matrices and random tensors.
+// Creation ops: constants, ranges, identity matrices, random tensors and dropout.
 #include <cmath>
 
 #include "core/tensor_impl.h"
+#include "kernels/creation.h"
 
 namespace crisp {
 
@@ -74,18 +75,21 @@ Tensor eye(int64_t n, std::optional<int64_t> m, DType dtype, Loc loc) {
   return dispatch(Op{OpKind::eye, {0}}, {}, {n, cols}, dtype);
 }
 
-std::vector<int64_t> random_stream(Generator* gen, int64_t n) {
+namespace {
+// The stream of n elements' draws from gen (the default generator when null), two words per
+// element: normal draws take two (Box-Muller), and every kind gets that much room.
+RandomStream random_stream(Generator* gen, int64_t n) {
   Generator& g = gen ? *gen : default_generator();
-  // Normal draws use two words per element (Box-Muller); every kind gets that much room.
   const uint64_t offset = g.advance(2 * static_cast<uint64_t>(n));
-  return {static_cast<int64_t>(g.state().seed), static_cast<int64_t>(offset)};
+  return {g.state().seed, offset};
 }
 
-namespace {
+// A random tensor of shape; its op's ints are its stream's seed and first counter, then ints.
 Tensor random(OpKind kind, Shape shape, DType dtype, Generator* gen, std::vector<int64_t> ints,
               std::vector<double> reals) {
   check_shape(shape);
-  std::vector<int64_t> all = random_stream(gen, numel_of(shape));
+  const RandomStream stream = random_stream(gen, numel_of(shape));
+  std::vector<int64_t> all{static_cast<int64_t>(stream.seed), static_cast<int64_t>(stream.offset)};
   all.insert(all.end(), ints.begin(), ints.end());
   return dispatch(Op{kind, std::move(all), std::move(reals)}, {}, std::move(shape), dtype);
 }
@@ -123,6 +127,26 @@ Tensor randperm(int64_t n, Generator* gen, Loc loc) {
   if (n < 0) fail("n must be non-negative, got ", n);
   // Sorting random keys gives a uniform permutation.
   return argsort(rand({n}, f64, gen));
+}
+
+namespace {
+// t times dropout op's mask; its gradient is the gradient times the same mask.
+Tensor apply_dropout(const Op& op, const Tensor& t) {
+  Tensor y = dispatch(op, {t.contiguous()}, t.shape(), t.dtype());
+  return with_grad(y, {t}, [op](const Tensor& g) { return Grads{apply_dropout(op, g)}; });
+}
+}  // namespace
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen, Loc loc) {
+  CallScope scope("dropout", loc);
+  check_defined(x);
+  check_floating(x);
+  if (!(p >= 0 && p < 1)) fail("p must be in [0, 1), got ", p);
+  if (!training || p == 0) return x;
+  // Keep with probability 1 - p; the kept elements are scaled so the expectation is unchanged.
+  // The mask is drawn again from the same stream for the gradient instead of being stored.
+  const DropoutAttrs attrs{random_stream(gen, x.numel()), p};
+  return apply_dropout(attrs.to_op(OpKind::dropout), x);
 }
 
 }  // namespace crisp

@@ -4,23 +4,21 @@
 
 #include "core/tensor_impl.h"
 #include "crisp/amp.h"
+#include "kernels/elementwise.h"
 
 namespace crisp {
 
 namespace {
 
-Tensor unary(OpKind kind, const Tensor& x, std::vector<double> reals = {}) {
-  return dispatch_in_layout(Op{kind, {}, std::move(reals)}, {x}, x.dtype());
-}
+Tensor unary(Op op, const Tensor& x) { return dispatch_in_layout(std::move(op), {x}, x.dtype()); }
 
 // A float-only unary op whose gradient is g * dydx(x, y).
 template <class D>
-Tensor smooth(const char* name, OpKind kind, const Tensor& x, Loc loc, D dydx,
-              std::vector<double> reals = {}) {
+Tensor smooth(const char* name, Op op, const Tensor& x, Loc loc, D dydx) {
   CallScope scope(name, loc);
   check_defined(x);
   check_floating(x);
-  Tensor y = unary(kind, x, std::move(reals));
+  Tensor y = unary(std::move(op), x);
   if (!any_requires_grad({x})) return y;
   return with_grad(y, {x}, [x = x.detach(), y = y.detach(), dydx](const Tensor& g) {
     return Grads{g * dydx(x, y)};
@@ -33,7 +31,7 @@ Tensor flat(const char* name, OpKind kind, const Tensor& x, Loc loc, bool float_
   check_defined(x);
   if (float_only) check_floating(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
-  Tensor y = unary(kind, x);
+  Tensor y = unary(Op{kind}, x);
   return with_grad(y, {x}, [](const Tensor& g) { return Grads{zeros_like(g)}; });
 }
 
@@ -117,14 +115,14 @@ Tensor neg(const Tensor& x, Loc loc) {
   CallScope scope("neg", loc);
   check_defined(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
-  Tensor y = unary(OpKind::neg, x);
+  Tensor y = unary(Op{OpKind::neg}, x);
   return with_grad(y, {x}, [](const Tensor& g) { return Grads{-g}; });
 }
 Tensor abs(const Tensor& x, Loc loc) {
   CallScope scope("abs", loc);
   check_defined(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
-  Tensor y = unary(OpKind::abs, x);
+  Tensor y = unary(Op{OpKind::abs}, x);
   return with_grad(y, {x}, [x = x.detach()](const Tensor& g) { return Grads{g * sign(x)}; });
 }
 Tensor sign(const Tensor& x, Loc loc) { return flat("sign", OpKind::sign, x, loc, false); }
@@ -133,57 +131,59 @@ Tensor ceil(const Tensor& x, Loc loc) { return flat("ceil", OpKind::ceil, x, loc
 Tensor round(const Tensor& x, Loc loc) { return flat("round", OpKind::round, x, loc, true); }
 
 Tensor exp(const Tensor& x, Loc loc) {
-  return smooth("exp", OpKind::exp, x, loc, [](const Tensor&, const Tensor& y) { return y; });
+  return smooth("exp", Op{OpKind::exp}, x, loc, [](const Tensor&, const Tensor& y) { return y; });
 }
 Tensor log(const Tensor& x, Loc loc) {
-  return smooth("log", OpKind::log, x, loc, [](const Tensor& x, const Tensor&) { return 1 / x; });
+  return smooth("log", Op{OpKind::log}, x, loc,
+                [](const Tensor& x, const Tensor&) { return 1 / x; });
 }
 Tensor log1p(const Tensor& x, Loc loc) {
-  return smooth("log1p", OpKind::log1p, x, loc,
+  return smooth("log1p", Op{OpKind::log1p}, x, loc,
                 [](const Tensor& x, const Tensor&) { return 1 / (x + 1); });
 }
 Tensor expm1(const Tensor& x, Loc loc) {
-  return smooth("expm1", OpKind::expm1, x, loc,
+  return smooth("expm1", Op{OpKind::expm1}, x, loc,
                 [](const Tensor&, const Tensor& y) { return y + 1; });
 }
 Tensor sqrt(const Tensor& x, Loc loc) {
-  return smooth("sqrt", OpKind::sqrt, x, loc,
+  return smooth("sqrt", Op{OpKind::sqrt}, x, loc,
                 [](const Tensor&, const Tensor& y) { return 0.5 / y; });
 }
 Tensor rsqrt(const Tensor& x, Loc loc) {
-  return smooth("rsqrt", OpKind::rsqrt, x, loc,
+  return smooth("rsqrt", Op{OpKind::rsqrt}, x, loc,
                 [](const Tensor&, const Tensor& y) { return -0.5 * y * y * y; });
 }
 Tensor sin(const Tensor& x, Loc loc) {
-  return smooth("sin", OpKind::sin, x, loc, [](const Tensor& x, const Tensor&) { return cos(x); });
+  return smooth("sin", Op{OpKind::sin}, x, loc,
+                [](const Tensor& x, const Tensor&) { return cos(x); });
 }
 Tensor cos(const Tensor& x, Loc loc) {
-  return smooth("cos", OpKind::cos, x, loc, [](const Tensor& x, const Tensor&) { return -sin(x); });
+  return smooth("cos", Op{OpKind::cos}, x, loc,
+                [](const Tensor& x, const Tensor&) { return -sin(x); });
 }
 Tensor tanh(const Tensor& x, Loc loc) {
-  return smooth("tanh", OpKind::tanh, x, loc,
+  return smooth("tanh", Op{OpKind::tanh}, x, loc,
                 [](const Tensor&, const Tensor& y) { return 1 - y * y; });
 }
 Tensor sigmoid(const Tensor& x, Loc loc) {
-  return smooth("sigmoid", OpKind::sigmoid, x, loc,
+  return smooth("sigmoid", Op{OpKind::sigmoid}, x, loc,
                 [](const Tensor&, const Tensor& y) { return y * (1 - y); });
 }
 Tensor relu(const Tensor& x, Loc loc) {
   CallScope scope("relu", loc);
   check_defined(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
-  Tensor y = unary(OpKind::relu, x);
+  Tensor y = unary(Op{OpKind::relu}, x);
   return with_grad(y, {x}, [y = y.detach()](const Tensor& g) { return Grads{relu_grad(y, g)}; });
 }
 Tensor leaky_relu(const Tensor& x, double slope, Loc loc) {
   return smooth(
-      "leaky_relu", OpKind::leaky_relu, x, loc,
-      [slope](const Tensor& x, const Tensor&) { return where(x > 0, ones_like(x), slope); },
-      {slope});
+      "leaky_relu", formula::LeakyRelu{slope}.to_op(OpKind::leaky_relu), x, loc,
+      [slope](const Tensor& x, const Tensor&) { return where(x > 0, ones_like(x), slope); });
 }
 Tensor gelu(const Tensor& x, const std::string& approximate, Loc loc) {
   if (approximate == "tanh") {
-    return smooth("gelu", OpKind::gelu_tanh, x, loc, [](const Tensor& x, const Tensor&) {
+    return smooth("gelu", Op{OpKind::gelu_tanh}, x, loc, [](const Tensor& x, const Tensor&) {
       const double k = std::sqrt(2 / std::numbers::pi);
       Tensor t = tanh(k * (x + 0.044715 * x * x * x));
       return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
@@ -193,33 +193,32 @@ Tensor gelu(const Tensor& x, const std::string& approximate, Loc loc) {
     CallScope scope("gelu", loc);
     fail("approximate must be \"none\" or \"tanh\", got \"", approximate, "\"");
   }
-  return smooth("gelu", OpKind::gelu, x, loc, [](const Tensor& x, const Tensor&) {
+  return smooth("gelu", Op{OpKind::gelu}, x, loc, [](const Tensor& x, const Tensor&) {
     Tensor cdf = 0.5 * (1 + erf(x * std::numbers::sqrt2 / 2));
     Tensor pdf = exp(-0.5 * x * x) / std::sqrt(2 * std::numbers::pi);
     return cdf + x * pdf;
   });
 }
 Tensor silu(const Tensor& x, Loc loc) {
-  return smooth("silu", OpKind::silu, x, loc, [](const Tensor& x, const Tensor&) {
+  return smooth("silu", Op{OpKind::silu}, x, loc, [](const Tensor& x, const Tensor&) {
     Tensor s = sigmoid(x);
     return s * (1 + x * (1 - s));
   });
 }
 Tensor softplus(const Tensor& x, double beta, double threshold, Loc loc) {
-  return smooth("softplus", OpKind::softplus, x, loc,
+  return smooth("softplus", formula::Softplus{beta, threshold}.to_op(OpKind::softplus), x, loc,
                 [beta, threshold](const Tensor& x, const Tensor&) {
                   return where(x * beta > threshold, 1, sigmoid(x * beta));
-                },
-                {beta, threshold});
+                });
 }
 Tensor mish(const Tensor& x, Loc loc) {
-  return smooth("mish", OpKind::mish, x, loc, [](const Tensor& x, const Tensor&) {
+  return smooth("mish", Op{OpKind::mish}, x, loc, [](const Tensor& x, const Tensor&) {
     Tensor t = tanh(softplus(x));
     return t + x * (1 - t * t) * sigmoid(x);
   });
 }
 Tensor erf(const Tensor& x, Loc loc) {
-  return smooth("erf", OpKind::erf, x, loc, [](const Tensor& x, const Tensor&) {
+  return smooth("erf", Op{OpKind::erf}, x, loc, [](const Tensor& x, const Tensor&) {
     return (2 / std::sqrt(std::numbers::pi)) * exp(-x * x);
   });
 }
@@ -228,8 +227,8 @@ Tensor clamp(const Tensor& x, std::optional<double> low, std::optional<double> h
   check_defined(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
   if (low && high && *low > *high) fail("low ", *low, " exceeds high ", *high);
-  const double lo = low.value_or(NAN), hi = high.value_or(NAN);
-  Tensor y = unary(OpKind::clamp, x, {lo, hi});
+  const formula::Clamp bounds{low.value_or(0), high.value_or(0), low.has_value(), high.has_value()};
+  Tensor y = unary(bounds.to_op(OpKind::clamp), x);
   return with_grad(y, {x}, [x = x.detach(), low, high](const Tensor& g) {
     Tensor keep = ones_like(x) > 0;
     if (low) keep = keep && (x >= *low);
@@ -241,7 +240,7 @@ Tensor pow(const Tensor& x, double p, Loc loc) {
   CallScope scope("pow", loc);
   check_defined(x);
   if (x.dtype() == bool_) fail("not defined for bool tensors");
-  Tensor y = unary(OpKind::pow_scalar, x, {p});
+  Tensor y = unary(formula::PowScalar{p}.to_op(OpKind::pow_scalar), x);
   return with_grad(y, {x}, [x = x.detach(), p](const Tensor& g) {
     return Grads{p == 0 ? zeros_like(g) : g * p * pow(x, p - 1)};
   });

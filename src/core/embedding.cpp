@@ -1,29 +1,7 @@
-// Front ends of dropout and embedding lookups.
+// Front end of embedding lookups.
 #include "core/tensor_impl.h"
-#include "crisp/amp.h"
 
 namespace crisp {
-
-// ---- dropout and embedding ----
-
-namespace {
-// t times dropout op's mask; its gradient is the gradient times the same mask.
-Tensor apply_dropout(const Op& op, const Tensor& t) {
-  Tensor y = dispatch(op, {t.contiguous()}, t.shape(), t.dtype());
-  return with_grad(y, {t}, [op](const Tensor& g) { return Grads{apply_dropout(op, g)}; });
-}
-}  // namespace
-
-Tensor dropout(const Tensor& x, double p, bool training, Generator* gen, Loc loc) {
-  CallScope scope("dropout", loc);
-  check_defined(x);
-  check_floating(x);
-  if (!(p >= 0 && p < 1)) fail("p must be in [0, 1), got ", p);
-  if (!training || p == 0) return x;
-  // Keep with probability 1 - p; the kept elements are scaled so the expectation is unchanged.
-  // The mask is drawn again from the same stream for the gradient instead of being stored.
-  return apply_dropout(Op{OpKind::dropout, random_stream(gen, x.numel()), {p}}, x);
-}
 
 Tensor embedding(const Tensor& indices, const Tensor& weight, Loc loc) {
   CallScope scope("embedding", loc);

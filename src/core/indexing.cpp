@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "core/tensor_impl.h"
+#include "kernels/indexing.h"
 
 namespace crisp {
 
@@ -46,9 +47,8 @@ Tensor strided_view(const Tensor& x, const ViewLayout& v) {
 // A copy of x (any layout) with the elements at offset + sum(i * strides), in a contiguous
 // layout of x's shape, replaced by value (whose shape is the view's).
 Tensor assign_strided(const Tensor& x, const Tensor& value, int64_t offset, const Shape& strides) {
-  std::vector<int64_t> ints{offset};
-  ints.insert(ints.end(), strides.begin(), strides.end());
-  Tensor out = dispatch(Op{OpKind::assign_strided, ints}, {x, value}, x.shape(), x.dtype());
+  Tensor out = dispatch(AssignStridedAttrs{offset, strides}.to_op(OpKind::assign_strided),
+                        {x, value}, x.shape(), x.dtype());
   if (!any_requires_grad({x, value})) return out;
   const bool need_x = x.requires_grad(), need_value = value.requires_grad();
   return with_grad(
@@ -70,7 +70,8 @@ Tensor pad_to(const Tensor& t, const Shape& shape) {
 Tensor select_impl(const Tensor& x, int64_t axis, const Tensor& index, bool wrap) {
   Shape shape = x.shape();
   shape[static_cast<size_t>(axis)] = index.numel();
-  Tensor out = dispatch(Op{OpKind::index_select, {axis, wrap}}, {x, index}, shape, x.dtype());
+  Tensor out =
+      dispatch(IndexAttrs{axis, wrap}.to_op(OpKind::index_select), {x, index}, shape, x.dtype());
   if (!any_requires_grad({x})) return out;
   return with_grad(out, {x}, [xs = x.shape(), axis, index = index.detach(), wrap](const Tensor& g) {
     return Grads{index_add_impl(zeros(xs, g.dtype()), axis, index, g, wrap)};
@@ -79,7 +80,8 @@ Tensor select_impl(const Tensor& x, int64_t axis, const Tensor& index, bool wrap
 
 Tensor index_add_impl(const Tensor& x, int64_t axis, const Tensor& index, const Tensor& src,
                       bool wrap) {
-  Tensor out = dispatch(Op{OpKind::index_add, {axis, wrap}}, {x, index, src}, x.shape(), x.dtype());
+  Tensor out = dispatch(IndexAttrs{axis, wrap}.to_op(OpKind::index_add), {x, index, src}, x.shape(),
+                        x.dtype());
   if (!any_requires_grad({x, src})) return out;
   return with_grad(out, {x, Tensor(), src}, [axis, index = index.detach(), wrap](const Tensor& g) {
     return Grads{g, Tensor(), select_impl(g, axis, index, wrap)};
@@ -87,7 +89,8 @@ Tensor index_add_impl(const Tensor& x, int64_t axis, const Tensor& index, const 
 }
 
 Tensor gather_impl(const Tensor& x, int64_t axis, const Tensor& index, bool wrap) {
-  Tensor out = dispatch(Op{OpKind::gather, {axis, wrap}}, {x, index}, index.shape(), x.dtype());
+  Tensor out =
+      dispatch(IndexAttrs{axis, wrap}.to_op(OpKind::gather), {x, index}, index.shape(), x.dtype());
   if (!any_requires_grad({x})) return out;
   return with_grad(out, {x}, [xs = x.shape(), axis, index = index.detach(), wrap](const Tensor& g) {
     return Grads{scatter_impl(zeros(xs, g.dtype()), axis, index, g, wrap, true)};
@@ -97,7 +100,7 @@ Tensor gather_impl(const Tensor& x, int64_t axis, const Tensor& index, bool wrap
 Tensor scatter_impl(const Tensor& x, int64_t axis, const Tensor& index, const Tensor& src,
                     bool wrap, bool accumulate) {
   const OpKind kind = accumulate ? OpKind::scatter_add : OpKind::scatter;
-  Tensor out = dispatch(Op{kind, {axis, wrap}}, {x, index, src}, x.shape(), x.dtype());
+  Tensor out = dispatch(IndexAttrs{axis, wrap}.to_op(kind), {x, index, src}, x.shape(), x.dtype());
   if (!any_requires_grad({x, src})) return out;
   return with_grad(
       out, {x, Tensor(), src},
@@ -449,7 +452,7 @@ Tensor one_hot(const Tensor& labels, int64_t classes, DType dtype, Loc loc) {
   Shape shape = labels.shape();
   shape.push_back(classes);
   // Out-of-range labels make the scatter kernel fail; the error is raised on read.
-  return dispatch(Op{OpKind::scatter, {labels.ndim(), 0}},
+  return dispatch(IndexAttrs{labels.ndim(), false}.to_op(OpKind::scatter),
                   {zeros(shape, dtype), reshape(labels, column), ones(column, dtype)}, shape,
                   dtype);
 }

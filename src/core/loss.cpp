@@ -1,4 +1,5 @@
 // Front ends of the fused losses: negative log-likelihood and cross entropy.
+#include "kernels/loss.h"
 #include "core/tensor_impl.h"
 #include "crisp/amp.h"
 
@@ -8,10 +9,10 @@ namespace crisp {
 
 namespace {
 
-int64_t reduction_code(const std::string& r) {
-  if (r == "none") return 0;
-  if (r == "mean") return 1;
-  if (r == "sum") return 2;
+Reduction reduction_of(const std::string& r) {
+  if (r == "none") return Reduction::none;
+  if (r == "mean") return Reduction::mean;
+  if (r == "sum") return Reduction::sum;
   fail("reduction must be \"mean\", \"sum\" or \"none\", got \"", r, "\"");
 }
 
@@ -21,7 +22,7 @@ Tensor nll(const Tensor& logp_in, const Tensor& target_in, const CrossEntropyOpt
   check_defined(logp_in, "input");
   check_defined(target_in, "target");
   check_floating(logp_in);
-  const int64_t red = reduction_code(opt.reduction);
+  const Reduction red = reduction_of(opt.reduction);
   if (!(opt.label_smoothing >= 0 && opt.label_smoothing <= 1))
     fail("label_smoothing must be in [0, 1], got ", opt.label_smoothing);
   if (logp_in.ndim() < 1) fail("input must have a class dim, got a 0-d tensor");
@@ -51,22 +52,22 @@ Tensor nll(const Tensor& logp_in, const Tensor& target_in, const CrossEntropyOpt
   auto w = checked_param(opt.weight, logp.dtype(), {C}, "weight");
   Tensor lp3 = reshape(logp, {N, C, S});
   Tensor t3 = prob ? reshape(target, {N, C, S}) : reshape(target, {N, S});
-  std::vector<int64_t> ints{prob ? 1 : 0, opt.ignore_index, red, w ? 1 : 0};
-  std::vector<double> reals{opt.label_smoothing};
+  const NllAttrs attrs{prob, opt.ignore_index, red, w.has_value(), opt.label_smoothing};
   std::vector<Tensor> in{lp3, t3};
   if (w) in.push_back(*w);
-  Shape out_shape = red == 0 ? Shape{N, S} : Shape{};
-  Tensor loss = dispatch(Op{OpKind::nll_loss, ints, reals}, in, {{out_shape, logp.dtype()}})[0];
-  if (red == 0) loss = reshape(loss, unbatched ? Shape{} : elem_shape);
+  const bool per_element = red == Reduction::none;
+  Shape out_shape = per_element ? Shape{N, S} : Shape{};
+  Tensor loss = dispatch(attrs.to_op(OpKind::nll_loss), in, {{out_shape, logp.dtype()}})[0];
+  if (per_element) loss = reshape(loss, unbatched ? Shape{} : elem_shape);
   std::vector<Tensor> saved{lp3.detach(), t3.detach()};
   if (w) saved.push_back(w->detach());
   const Shape lps = logp_in.shape(), ts = target_in.shape();
   return with_grad(loss, {logp_in, target_in}, [=](const Tensor& g) {
-    std::vector<Tensor> bin{red == 0 ? reshape(g, {N, S}) : g};
+    std::vector<Tensor> bin{per_element ? reshape(g, {N, S}) : g};
     bin.insert(bin.end(), saved.begin(), saved.end());
     std::vector<OutSpec> bouts{{{N, C, S}, g.dtype()}};
     if (prob) bouts.push_back({{N, C, S}, g.dtype()});
-    auto d = dispatch(Op{OpKind::nll_loss_backward, ints, reals}, bin, bouts);
+    auto d = dispatch(attrs.to_op(OpKind::nll_loss_backward), bin, bouts);
     return Grads{reshape(d[0], lps), prob ? reshape(d[1], ts) : Tensor()};
   });
 }

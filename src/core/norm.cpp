@@ -5,6 +5,7 @@
 
 #include "core/tensor_impl.h"
 #include "crisp/amp.h"
+#include "kernels/norm.h"
 
 namespace crisp {
 
@@ -43,12 +44,11 @@ Tensor trailing_norm(bool center, const Tensor& x, const Shape& normalized,
   std::vector<Tensor> in{reshape(x, {M, D})};
   if (w) in.push_back(reshape(*w, {D}));
   if (b) in.push_back(reshape(*b, {D}));
-  std::vector<int64_t> ints{w ? 1 : 0};
-  if (center) ints.push_back(b ? 1 : 0);
+  const RowNormAttrs attrs{.has_w = w.has_value(), .has_b = b.has_value(), .eps = eps};
   std::vector<OutSpec> outs{{{M, D}, x.dtype()}};
   if (center) outs.push_back({{M}, x.dtype()});
   outs.push_back({{M}, x.dtype()});
-  auto r = dispatch(Op{center ? OpKind::layer_norm : OpKind::rms_norm, ints, {eps}}, in, outs);
+  auto r = dispatch(attrs.to_op(center ? OpKind::layer_norm : OpKind::rms_norm), in, outs);
   Tensor y = reshape(r[0], x.shape());
   std::vector<Tensor> grad_in{x};
   if (w) grad_in.push_back(*w);
@@ -62,9 +62,9 @@ Tensor trailing_norm(bool center, const Tensor& x, const Shape& normalized,
     std::vector<OutSpec> bouts{{{M, D}, g.dtype()}};
     if (w) bouts.push_back({{D}, g.dtype()});
     if (b) bouts.push_back({{D}, g.dtype()});
-    auto d =
-        dispatch(Op{center ? OpKind::layer_norm_backward : OpKind::rms_norm_backward, {w ? 1 : 0}},
-                 bin, bouts);
+    const RowNormBackwardAttrs battrs{.has_w = w.has_value()};
+    auto d = dispatch(
+        battrs.to_op(center ? OpKind::layer_norm_backward : OpKind::rms_norm_backward), bin, bouts);
     Grads out{reshape(d[0], xs)};
     if (w) out.push_back(reshape(d[1], normalized));
     if (b) out.push_back(reshape(d[2], normalized));
@@ -109,7 +109,9 @@ Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& 
   std::vector<Tensor> in{x3};
   if (w) in.push_back(*w);
   if (b) in.push_back(*b);
-  auto r = dispatch(Op{OpKind::group_norm, {groups, w ? 1 : 0, b ? 1 : 0}, {eps}}, in,
+  const RowNormAttrs attrs{
+      .groups = groups, .has_w = w.has_value(), .has_b = b.has_value(), .eps = eps};
+  auto r = dispatch(attrs.to_op(OpKind::group_norm), in,
                     {{{N, C, S}, x.dtype()}, {{N, groups}, x.dtype()}, {{N, groups}, x.dtype()}});
   Tensor y = reshape(r[0], x.shape());
   std::vector<Tensor> grad_in{x};
@@ -124,7 +126,8 @@ Tensor group_norm(const Tensor& x, int64_t groups, const std::optional<Tensor>& 
     std::vector<OutSpec> bouts{{{N, C, S}, g.dtype()}};
     if (has_w || has_b) bouts.push_back({{C}, g.dtype()});
     if (has_b) bouts.push_back({{C}, g.dtype()});
-    auto d = dispatch(Op{OpKind::group_norm_backward, {groups, has_w ? 1 : 0}}, bin, bouts);
+    const RowNormBackwardAttrs battrs{.groups = groups, .has_w = has_w};
+    auto d = dispatch(battrs.to_op(OpKind::group_norm_backward), bin, bouts);
     Grads out{reshape(d[0], xs)};
     if (has_w) out.push_back(d[1]);
     if (has_b) out.push_back(d[2]);
@@ -191,7 +194,8 @@ Tensor batch_norm_any(const Tensor& x, const std::optional<Tensor>& weight,
       in.push_back(state.running_var->detach());
       outs.insert(outs.end(), {{{C}, pdt}, {{C}, pdt}});
     }
-    auto st = dispatch(Op{OpKind::batch_norm_stats, {}, {state.momentum}}, in, outs);
+    auto st =
+        dispatch(BatchNormStatsAttrs{state.momentum}.to_op(OpKind::batch_norm_stats), in, outs);
     mean = st[0];
     var = st[1];
     if (update) {
@@ -205,8 +209,9 @@ Tensor batch_norm_any(const Tensor& x, const std::optional<Tensor>& weight,
   std::vector<Tensor> in{x3, mean, var};
   if (w) in.push_back(*w);
   if (b) in.push_back(*b);
-  Tensor y = from3(dispatch(Op{OpKind::batch_norm, {w ? 1 : 0, b ? 1 : 0, relu ? 1 : 0}, {eps}}, in,
-                            {{s3, x.dtype()}})[0]);
+  const BatchNormAttrs attrs{
+      .has_w = w.has_value(), .has_b = b.has_value(), .relu = relu, .eps = eps};
+  Tensor y = from3(dispatch(attrs.to_op(OpKind::batch_norm), in, {{s3, x.dtype()}})[0]);
   std::vector<Tensor> grad_in{x};
   if (w) grad_in.push_back(*w);
   if (b) grad_in.push_back(*b);
@@ -219,10 +224,10 @@ Tensor batch_norm_any(const Tensor& x, const std::optional<Tensor>& weight,
   return with_grad(y, grad_in, [=](const Tensor& g) {
     std::vector<Tensor> bin{as3(g)};
     bin.insert(bin.end(), saved.begin(), saved.end());
-    auto d = dispatch(Op{OpKind::batch_norm_backward,
-                         {batch_stats ? 1 : 0, has_w ? 1 : 0, relu ? 1 : 0, relu && has_b ? 1 : 0},
-                         {eps}},
-                      bin, {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
+    const BatchNormBackwardAttrs battrs{
+        .training = batch_stats, .has_w = has_w, .relu = relu, .has_b = relu && has_b, .eps = eps};
+    auto d = dispatch(battrs.to_op(OpKind::batch_norm_backward), bin,
+                      {{s3, g.dtype()}, {{C}, pdt}, {{C}, pdt}});
     Grads out{from3(d[0])};
     if (has_w) out.push_back(d[1]);
     if (has_b) out.push_back(d[2]);

@@ -3,6 +3,7 @@
 
 #include "core/tensor_impl.h"
 #include "crisp/amp.h"
+#include "kernels/pool.h"
 
 namespace crisp {
 
@@ -42,25 +43,26 @@ Tensor pool_nd(int64_t nd, bool is_max, const Tensor& x_in, const PoolOptions& o
            " (padding ", shape_str(padding), ", dilation ", shape_str(dilation), ")");
     out_shape.push_back(o);
   }
-  std::vector<int64_t> ints{nd};
-  for (const auto* v : {&kernel, &stride, &padding}) ints.insert(ints.end(), v->begin(), v->end());
+  PoolAttrs attrs{
+      .nd = nd, .channels_last = channels_last, .count_include_pad = opt.count_include_pad};
+  std::ranges::copy(kernel, attrs.kernel.begin());
+  std::ranges::copy(stride, attrs.stride.begin());
+  std::ranges::copy(padding, attrs.padding.begin());
+  std::ranges::copy(dilation, attrs.dilation.begin());
   Tensor y;
   if (is_max) {
-    ints.insert(ints.end(), dilation.begin(), dilation.end());
-    ints.push_back(channels_last ? 1 : 0);
     auto run = [channels_last](const Op& op, const std::vector<Tensor>& in,
                                const std::vector<OutSpec>& outs) {
       return channels_last ? dispatch_channels_last(op, in, outs) : dispatch(op, in, outs);
     };
-    auto outs = run(Op{OpKind::max_pool, ints}, {x}, {{out_shape, x.dtype()}, {out_shape, i64}});
+    auto outs = run(attrs.to_op(OpKind::max_pool), {x}, {{out_shape, x.dtype()}, {out_shape, i64}});
     y = with_grad(outs[0], {x}, [=, idx = outs[1], xs = x.shape()](const Tensor& g) {
-      return Grads{run(Op{OpKind::max_pool_backward, ints}, {g, idx}, {{xs, g.dtype()}})[0]};
+      return Grads{run(attrs.to_op(OpKind::max_pool_backward), {g, idx}, {{xs, g.dtype()}})[0]};
     });
   } else {
-    ints.push_back(opt.count_include_pad ? 1 : 0);
-    y = dispatch(Op{OpKind::avg_pool, ints}, {x}, out_shape, x.dtype());
-    y = with_grad(y, {x}, [ints, xs = x.shape()](const Tensor& g) {
-      return Grads{dispatch(Op{OpKind::avg_pool_backward, ints}, {g}, xs, g.dtype())};
+    y = dispatch(attrs.to_op(OpKind::avg_pool), {x}, out_shape, x.dtype());
+    y = with_grad(y, {x}, [attrs, xs = x.shape()](const Tensor& g) {
+      return Grads{dispatch(attrs.to_op(OpKind::avg_pool_backward), {g}, xs, g.dtype())};
     });
   }
   return unbatched ? squeeze(y, 0) : y;

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "core/tensor_impl.h"
+#include "kernels/indexing.h"
 
 namespace crisp {
 
@@ -65,7 +66,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis, Loc loc) {
     shape[at(axis)] += x.shape()[at(axis)];
   }
   if (xs.size() == 1) return first;
-  Tensor out = dispatch(Op{OpKind::concat, {axis}}, xs, {OutSpec{shape, first.dtype()}})[0];
+  Tensor out =
+      dispatch(ConcatAttrs{axis}.to_op(OpKind::concat), xs, {OutSpec{shape, first.dtype()}})[0];
   std::vector<int64_t> sizes;
   for (const Tensor& x : xs) sizes.push_back(x.shape()[at(axis)]);
   return with_grad(out, xs, [axis, sizes](const Tensor& g) {
@@ -153,7 +155,6 @@ Tensor pad(const Tensor& x, std::vector<int64_t> pads, const std::string& mode, 
     after[at(nd) - 1 - i] = pads[2 * i + 1];
   }
   Shape shape = x.shape();
-  std::vector<int64_t> ints{reflect ? 1 : 0};
   for (int64_t d = 0; d < nd; ++d) {
     const int64_t n = x.shape()[at(d)], b = before[at(d)], a = after[at(d)];
     if (reflect && (b < 0 || a < 0 || b >= n || a >= n))
@@ -163,12 +164,11 @@ Tensor pad(const Tensor& x, std::vector<int64_t> pads, const std::string& mode, 
     if (shape[at(d)] < 0)
       fail("padding (", b, ", ", a, ") leaves axis ", d, " of size ", n, " with negative size ",
            shape[at(d)]);
-    ints.push_back(b);
-    ints.push_back(a);
   }
   if (shape == x.shape() && std::all_of(pads.begin(), pads.end(), [](int64_t p) { return !p; }))
     return x;
-  Tensor out = dispatch(Op{OpKind::pad, ints, {value}}, {x}, shape, x.dtype());
+  Tensor out =
+      dispatch(PadAttrs{reflect, before, after, value}.to_op(OpKind::pad), {x}, shape, x.dtype());
   if (!reflect) {
     // Constant padding's gradient crops the padding off again: padding by the negated amounts.
     return with_grad(out, {x}, [pads](const Tensor& g) {
@@ -238,7 +238,7 @@ Tensor triangle(const char* name, OpKind kind, const Tensor& x, int64_t k, Loc l
   check_defined(x);
   if (x.ndim() < 2)
     fail("needs a tensor of at least 2 dimensions, got shape ", shape_str(x.shape()));
-  Tensor out = dispatch(Op{kind, {k}}, {x}, x.shape(), x.dtype());
+  Tensor out = dispatch(TriangleAttrs{k}.to_op(kind), {x}, x.shape(), x.dtype());
   const bool lower = kind == OpKind::tril;
   return with_grad(out, {x},
                    [lower, k](const Tensor& g) { return Grads{lower ? tril(g, k) : triu(g, k)}; });

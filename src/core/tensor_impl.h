@@ -55,10 +55,6 @@ std::vector<Tensor> dispatch(const Op& op, const std::vector<Tensor>& inputs,
                              const std::vector<OutSpec>& outputs);
 
 // A tensor sharing x's data under a new layout (no copy).
-// ints[0..1] of a random op: the seed and first counter of n elements' stream from gen (the
-// default generator when null), two words per element.
-std::vector<int64_t> random_stream(Generator* gen, int64_t n);
-
 Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset);
 // A view of x broadcast to shape, for handing to a kernel (no copy, no autograd record).
 Tensor broadcast_view(const Tensor& x, const Shape& shape);

@@ -8,6 +8,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/axis.h"
 
 namespace crisp::cpu {
 
@@ -208,8 +209,9 @@ void scan(const Array& x, const Array& out, int64_t axis, bool product) {
 
 }  // namespace
 
-void along_axis(const Op& op, In in, Out out) {
-  const int64_t axis = op.ints.empty() ? 0 : op.ints[0];
+void run_axis(const Op& op, In in, Out out) {
+  const AxisAttrs attrs = AxisAttrs::from_op(op);
+  const int64_t axis = attrs.axis;
   const Array& x = in[0];
   if (out[0].numel() == 0) return;
   visit_dtype(x.dtype, [&](auto tag) {
@@ -224,7 +226,7 @@ void along_axis(const Op& op, In in, Out out) {
           return scan<T, T>(x, out[0], axis, op.kind == OpKind::cumprod);
         }
       case OpKind::sort:
-        return sort_kernel<T>(x, out[0], out[1], axis, op.ints[1] != 0);
+        return sort_kernel<T>(x, out[0], out[1], axis, attrs.descending);
       default:
         if constexpr (std::is_floating_point_v<C>) {
           return float_ops<T>(op, in, out[0], axis);

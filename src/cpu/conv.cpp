@@ -8,6 +8,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/nn_util.h"
+#include "kernels/conv.h"
 
 namespace crisp::cpu {
 
@@ -21,23 +22,23 @@ struct Geom {
   bool pointwise = false;  // the column matrix is the input itself
 };
 
-Geom geometry(const Op& op, const Shape& x, const Shape& w, const Shape& y) {
+Geom geometry(const ConvAttrs& a, const Shape& x, const Shape& w, const Shape& y) {
+  const size_t nd = static_cast<size_t>(a.nd);
   Geom g;
-  const int64_t nd = op.ints[0];
   g.N = x[0];
   g.C = x[1];
   g.O = w[0];
-  g.G = op.ints[1 + 3 * nd];
+  g.G = a.groups;
   g.Cg = g.C / g.G;
   g.Og = g.O / g.G;
-  for (int64_t i = 0; i < nd; ++i) {
-    const size_t j = static_cast<size_t>(3 - nd + i);
+  for (size_t i = 0; i < nd; ++i) {
+    const size_t j = 3 - nd + i;
     g.in[j] = x[2 + i];
     g.k[j] = w[2 + i];
     g.out[j] = y[2 + i];
-    g.s[j] = op.ints[1 + i];
-    g.p[j] = op.ints[1 + nd + i];
-    g.d[j] = op.ints[1 + 2 * nd + i];
+    g.s[j] = a.stride[i];
+    g.p[j] = a.padding[i];
+    g.d[j] = a.dilation[i];
   }
   g.S = g.in[0] * g.in[1] * g.in[2];
   g.K = g.k[0] * g.k[1] * g.k[2];
@@ -251,18 +252,20 @@ void channel_sum(const Array& x, Array& out) {
 }  // namespace
 
 #ifdef CRISP_HAVE_DNNL
-bool conv_dnnl(const Op& op, In in, Out out);  // conv_dnnl.cpp: false when it declines the case
+// conv_dnnl.cpp: false when it declines the case.
+bool conv_dnnl(const Op& op, const ConvAttrs& attrs, In in, Out out);
 #endif
 
-void conv_family(const Op& op, In in, Out out) {
-  if (stores_channels_last(op)) return in_usual_layout(op, in, out, conv_family);
+void run_conv(const Op& op, In in, Out out) {
+  const ConvAttrs attrs = ConvAttrs::from_op(op);
+  if (attrs.channels_last) return in_usual_layout(op, in, out, run_conv);
 #ifdef CRISP_HAVE_DNNL
-  if (conv_dnnl(op, in, out)) return;
+  if (conv_dnnl(op, attrs, in, out)) return;
 #endif
   with_compute_type(op, in[0].dtype, [&]<class C>() {
     switch (op.kind) {
       case OpKind::conv: {
-        const Geom g = geometry(op, in[0].shape, in[1].shape, out[0].shape);
+        const Geom g = geometry(attrs, in[0].shape, in[1].shape, out[0].shape);
         ContiguousAs<C> x(in[0]), w(in[1]);
         std::optional<ContiguousAs<C>> b;
         if (in.size() > 2) b.emplace(in[2]);
@@ -271,7 +274,7 @@ void conv_family(const Op& op, In in, Out out) {
         return y.finish();
       }
       case OpKind::conv_backward_input: {
-        const Geom g = geometry(op, out[0].shape, in[1].shape, in[0].shape);
+        const Geom g = geometry(attrs, out[0].shape, in[1].shape, in[0].shape);
         ContiguousAs<C> dy(in[0]), w(in[1]);
         std::optional<ContiguousAs<C>> b;
         if (in.size() > 2) b.emplace(in[2]);
@@ -280,18 +283,20 @@ void conv_family(const Op& op, In in, Out out) {
         return dx.finish();
       }
       case OpKind::conv_backward_weight: {
-        const Geom g = geometry(op, in[0].shape, out[0].shape, in[1].shape);
+        const Geom g = geometry(attrs, in[0].shape, out[0].shape, in[1].shape);
         ContiguousAs<C> x(in[0]), dy(in[1]);
         Result<C> dw(out[0]);
         conv_weight_grad<C>(g, x.data(), dy.data(), dw.data());
         return dw.finish();
       }
-      case OpKind::channel_sum:
-        return channel_sum<C>(in[0], out[0]);
       default:
         unsupported(op, in[0].dtype);
     }
   });
+}
+
+void run_channel_sum(const Op& op, In in, Out out) {
+  with_compute_type(op, in[0].dtype, [&]<class C>() { channel_sum<C>(in[0], out[0]); });
 }
 
 }  // namespace crisp::cpu

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/nn_util.h"
+#include "kernels/conv.h"
 
 namespace crisp::cpu {
 
@@ -37,7 +38,8 @@ memory::desc plain(const memory::dims& dims) {
 struct Signature {
   OpKind kind;
   bool bias;
-  std::vector<int64_t> x, w, y, ints;
+  std::vector<int64_t> x, w, y;
+  ConvAttrs attrs;
   auto operator<=>(const Signature&) const = default;
 };
 
@@ -49,10 +51,10 @@ struct Descs {
 // The right padding makes the sizes exact; it is negative (down to 1 - stride) where the
 // last input columns are never read, which oneDNN accepts.
 Descs descriptors(const Signature& s) {
-  const int64_t nd = s.ints[0], groups = s.ints[1 + 3 * nd];
+  const int64_t groups = s.attrs.groups;
   Descs d;
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t st = s.ints[1 + i], p = s.ints[1 + nd + i], dl = s.ints[1 + 2 * nd + i];
+  for (size_t i = 0; i < static_cast<size_t>(s.attrs.nd); ++i) {
+    const int64_t st = s.attrs.stride[i], p = s.attrs.padding[i], dl = s.attrs.dilation[i];
     const int64_t extent = dl * (s.w[2 + i] - 1) + 1;
     const int64_t pr = (s.y[2 + i] - 1) * st + extent - s.x[2 + i] - p;
     d.stride.push_back(st);
@@ -112,8 +114,7 @@ struct Prepared {
 // the plain-layout GEMM implementation by 1.5x on the reference CNN, except the input gradient
 // with few input channels (1 -> 20 channels: 5 ms blocked, 0.9 ms plain).
 bool blocked_layouts(const Signature& s) {
-  const int64_t groups = s.ints[1 + 3 * s.ints[0]];
-  return s.kind != OpKind::conv_backward_input || s.x[1] / groups >= 16;
+  return s.kind != OpKind::conv_backward_input || s.x[1] / s.attrs.groups >= 16;
 }
 
 Prepared make_primitive(const Signature& s) {
@@ -273,7 +274,7 @@ void run_tasks(int64_t n, F&& task) {
 
 }  // namespace
 
-bool conv_dnnl(const Op& op, In in, Out out) {
+bool conv_dnnl(const Op& op, const ConvAttrs& attrs, In in, Out out) {
   if (op.kind != OpKind::conv && op.kind != OpKind::conv_backward_input &&
       op.kind != OpKind::conv_backward_weight)
     return false;
@@ -281,7 +282,7 @@ bool conv_dnnl(const Op& op, In in, Out out) {
     if (!usable(a)) return false;
   if (!usable(out[0])) return false;
   const bool bias = in.size() > 2;
-  Signature s{op.kind, bias, {}, {}, {}, std::vector<int64_t>(op.ints.begin(), op.ints.end())};
+  Signature s{op.kind, bias, {}, {}, {}, attrs};
   const Array *x, *w, *y;
   switch (op.kind) {
     case OpKind::conv:
@@ -299,7 +300,7 @@ bool conv_dnnl(const Op& op, In in, Out out) {
   s.x.assign(x->shape.begin(), x->shape.end());
   s.w.assign(w->shape.begin(), w->shape.end());
   s.y.assign(y->shape.begin(), y->shape.end());
-  const int64_t N = s.x[0], groups = s.ints[1 + 3 * s.ints[0]];
+  const int64_t N = s.x[0], groups = s.attrs.groups;
   const int64_t xs = x->numel() / N, ys = y->numel() / N;
 
   // The slices: of the batch when there is one image per thread or more; of a single image's

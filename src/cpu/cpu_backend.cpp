@@ -6,9 +6,10 @@
 #include <new>
 #include <optional>
 
+#include "core/thread_pool.h"
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
-#include "cpu/thread_pool.h"
+#include "kernels/families.h"
 
 namespace crisp {
 
@@ -68,17 +69,36 @@ class CpuBackend final : public Backend {
 
   void run(const Op& op, std::span<const Array> in, std::span<Array> out) override {
     // Only ops big enough to feel denormal slowdowns pay for switching the FPU mode.
-    std::optional<cpu::FlushDenormals> flush;
+    std::optional<FlushDenormals> flush;
     if (!out.empty() && out[0].numel() >= 4096) flush.emplace();
-    const OpKind k = op.kind;
-    if (k < OpKind::creation_end) return cpu::creation(op, in, out);
-    if (k < OpKind::elementwise_end) return cpu::elementwise(op, in, out);
-    if (k < OpKind::reduce_end) return cpu::reduce(op, in, out);
-    if (k < OpKind::axis_end) return cpu::along_axis(op, in, out);
-    if (k < OpKind::linalg_end) return cpu::linalg(op, in, out);
-    if (k < OpKind::indexing_end) return cpu::indexing(op, in, out);
-    if (k < OpKind::nn_end) return cpu::nn(op, in, out);
-    return cpu::optim(op, in, out);
+    switch (family_of(op.kind)) {
+      case Family::creation:
+        return cpu::run_creation(op, in, out);
+      case Family::elementwise:
+        return cpu::run_elementwise(op, in, out);
+      case Family::reduce:
+        return cpu::run_reduce(op, in, out);
+      case Family::axis:
+        return cpu::run_axis(op, in, out);
+      case Family::matmul:
+        return cpu::run_matmul(op, in, out);
+      case Family::indexing:
+        return cpu::run_indexing(op, in, out);
+      case Family::conv:
+        return cpu::run_conv(op, in, out);
+      case Family::channel_sum:
+        return cpu::run_channel_sum(op, in, out);
+      case Family::pool:
+        return cpu::run_pool(op, in, out);
+      case Family::norm:
+        return cpu::run_norm(op, in, out);
+      case Family::embedding:
+        return cpu::run_embedding(op, in, out);
+      case Family::loss:
+        return cpu::run_loss(op, in, out);
+      case Family::optim:
+        return cpu::run_optim(op, in, out);
+    }
   }
 
   void read(const Array& a, void* host) override {
@@ -88,8 +108,7 @@ class CpuBackend final : public Backend {
     }
     Array dst{nullptr, a.shape, contiguous_strides(a.shape), 0, a.dtype};
     dst.storage = std::make_shared<Storage>(host, 0, nullptr);  // borrowed: not freed
-    Array src = a;
-    cpu::elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(&dst, 1));
+    cpu::copy_to_contiguous(a, dst);
   }
   void write(const void* host, size_t nbytes, Storage& dst) override {
     std::memcpy(dst.data, host, nbytes);

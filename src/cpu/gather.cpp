@@ -4,6 +4,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/indexing.h"
 
 namespace crisp::cpu {
 
@@ -81,8 +82,20 @@ void run_typed(const Op& op, In in, const Array& o) {
   T* out = o.data<T>();
   const T* xp = x.data<T>();
   const Shape ostrides = contiguous_strides(o.shape);
-  const int64_t axis = op.ints.empty() ? 0 : op.ints[0];
-  const bool wrap = op.ints.size() > 1 && op.ints[1] != 0;
+  if (op.kind == OpKind::assign_strided) {
+    const Array& value = in[1];
+    const AssignStridedAttrs a = AssignStridedAttrs::from_op(op);
+    a.check_view(value.shape, o.numel());
+    copy_into<T>(o, x);
+    const T* vp = value.data<T>();
+    for_each_coord(value.shape, true, [&](const int64_t* c, int64_t) {
+      out[a.offset + offset_of(c, a.strides)] = vp[offset_of(c, value.strides)];
+    });
+    return;
+  }
+  const IndexAttrs attrs = IndexAttrs::from_op(op);
+  const int64_t axis = attrs.axis;
+  const bool wrap = attrs.wrap;
   switch (op.kind) {
     case OpKind::index_select: {
       const int64_t size = x.shape[static_cast<size_t>(axis)];
@@ -147,29 +160,6 @@ void run_typed(const Op& op, In in, const Array& o) {
         const int64_t v = wrapped(ip[c[axis] * is], size);
         const int64_t off = offset_of(c, ostrides) + (v - c[axis]) * ostrides[axis];
         out[off] = add(out[off], sp[offset_of(c, src.strides)]);
-      });
-      return;
-    }
-    case OpKind::assign_strided: {
-      const Array& value = in[1];
-      const int64_t base = op.ints[0];
-      const Shape strides(op.ints.begin() + 1, op.ints.end());
-      if (strides.size() != value.shape.size())
-        fail("assign_strided: ", strides.size(), " strides for a value of ", value.shape.size(),
-             " dimensions");
-      copy_into<T>(o, x);
-      if (value.numel() == 0) return;
-      // The view must lie inside x: its first and last elements bound it (strides are >= 0).
-      int64_t last = base;
-      for (size_t d = 0; d < strides.size(); ++d) {
-        if (strides[d] < 0) fail("assign_strided: negative stride ", strides[d]);
-        last += (value.shape[d] - 1) * strides[d];
-      }
-      if (base < 0 || last >= o.numel())
-        fail("assign_strided: view [", base, ", ", last, "] lies outside ", o.numel(), " elements");
-      const T* vp = value.data<T>();
-      for_each_coord(value.shape, true, [&](const int64_t* c, int64_t) {
-        out[base + offset_of(c, strides)] = vp[offset_of(c, value.strides)];
       });
       return;
     }

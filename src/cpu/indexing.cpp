@@ -3,7 +3,7 @@
 
 namespace crisp::cpu {
 
-void indexing(const Op& op, In in, Out out) {
+void run_indexing(const Op& op, In in, Out out) {
   switch (op.kind) {
     case OpKind::index_select:
     case OpKind::gather:

@@ -3,26 +3,12 @@
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/indexing.h"
+#include "kernels/visit_size.h"
 
 namespace crisp::cpu {
 
 namespace {
-
-// Layout ops only move elements, so they run on an unsigned type of the element's size: one
-// instantiation serves every dtype of that size.
-template <class F>
-void visit_size(DType dtype, F&& f) {
-  switch (itemsize(dtype)) {
-    case 1:
-      return f(uint8_t{});
-    case 2:
-      return f(uint16_t{});
-    case 4:
-      return f(uint32_t{});
-    default:
-      return f(uint64_t{});
-  }
-}
 
 // Copies src into dst (same shape, any strides) element by element.
 void strided_copy(const Array& dst, const Array& src) {
@@ -45,7 +31,7 @@ int64_t outer_offset(const Array& a, int64_t flat, size_t nd) {
 }
 
 void concat(const Op& op, In in, const Array& o) {
-  const size_t axis = static_cast<size_t>(op.ints[0]);
+  const size_t axis = static_cast<size_t>(ConcatAttrs::from_op(op).axis);
   int64_t start = 0;
   for (const Array& x : in) {
     Array dst = o;
@@ -58,7 +44,7 @@ void concat(const Op& op, In in, const Array& o) {
 
 void flip(const Op& op, const Array& x, const Array& o) {
   Array src = x;
-  for (int64_t a : op.ints) {
+  for (int64_t a : FlipAttrs::from_op(op).axes) {
     const size_t d = static_cast<size_t>(a);
     if (src.shape[d] == 0) return;
     src.offset += (src.shape[d] - 1) * src.strides[d];
@@ -93,11 +79,11 @@ T pad_value(double v, DType dtype) {
 
 template <class T>
 void pad(const Op& op, const Array& x, const Array& o) {
-  const bool reflect = op.ints[0] == 1;
+  const PadAttrs a = PadAttrs::from_op(op);
+  const bool reflect = a.reflect;
   const size_t nd = o.shape.size();
-  std::vector<int64_t> before(nd);
-  for (size_t d = 0; d < nd; ++d) before[d] = op.ints[1 + 2 * d];
-  const T value = pad_value<T>(op.reals[0], o.dtype);
+  const std::vector<int64_t>& before = a.before;
+  const T value = pad_value<T>(a.value, o.dtype);
   const T* src = x.data<T>();
   T* dst = o.data<T>();
   if (nd == 0) {
@@ -134,7 +120,7 @@ void pad(const Op& op, const Array& x, const Array& o) {
 template <class T>
 void triangle(const Op& op, const Array& x, const Array& o) {
   const bool lower = op.kind == OpKind::tril;
-  const int64_t k = op.ints[0];
+  const int64_t k = TriangleAttrs::from_op(op).k;
   const size_t nd = o.shape.size();
   const int64_t m = o.shape[nd - 2], n = o.shape[nd - 1];
   const int64_t sm = x.strides[nd - 2], sn = x.strides[nd - 1];

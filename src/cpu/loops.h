@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "crisp/backend.h"
 
 namespace crisp::cpu {

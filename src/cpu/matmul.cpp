@@ -1,35 +1,16 @@
 // CPU kernels for linear algebra: batched matrix multiplication through OpenBLAS (float types)
 // or plain loops (integers).
 #include <cstring>
-#include <optional>
 #include <vector>
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/matmul.h"
 
 namespace crisp::cpu {
 
 namespace {
-
-// How BLAS can read a rows x cols matrix with strides (rs, cs) without a copy.
-struct GemmLayout {
-  bool trans;
-  int64_t ld;
-};
-
-std::optional<GemmLayout> gemm_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  // A size-1 dimension's stride is never used; pick the one that makes the layout valid.
-  if (cs == 1 || cols == 1) {
-    const int64_t ld = rows == 1 ? std::max<int64_t>(cols, 1) : rs;
-    if (ld >= std::max<int64_t>(cols, 1)) return GemmLayout{false, ld};
-  }
-  if (rs == 1 || rows == 1) {
-    const int64_t ld = cols == 1 ? std::max<int64_t>(rows, 1) : cs;
-    if (ld >= std::max<int64_t>(rows, 1)) return GemmLayout{true, ld};
-  }
-  return std::nullopt;
-}
 
 int64_t offset_of(int64_t i, const Array& a, size_t dims) {
   int64_t off = 0;
@@ -168,7 +149,7 @@ void matmul_float(const Array& a, const Array& b, const Array& o, In in) {
 
 }  // namespace
 
-void linalg(const Op& op, In in, Out out) {
+void run_matmul(const Op& op, In in, Out out) {
   if (op.kind != OpKind::matmul) unsupported(op, in[0].dtype);
   const Array &a = in[0], &b = in[1], &o = out[0];
   if (in.size() > 2 && !is_floating(a.dtype)) unsupported(op, a.dtype);

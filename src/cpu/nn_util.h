@@ -1,7 +1,8 @@
-// Helpers shared by the CPU nn kernels: dense compute-type copies of strided inputs, typed
-// output buffers, and the per-file entry points the nn router calls.
+// What the CPU kernels of the nn families (conv, pool, norm, embedding, loss) share: dense
+// compute-type copies of strided inputs, typed output buffers, the channels-last fallback.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -14,12 +15,6 @@
 #include "cpu/loops.h"
 
 namespace crisp::cpu {
-
-void conv_family(const Op& op, In in, Out out);  // conv.cpp
-void pool_family(const Op& op, In in, Out out);  // pool.cpp
-void norm_family(const Op& op, In in, Out out);  // norm.cpp
-void loss_family(const Op& op, In in, Out out);  // loss.cpp: nll_loss, embedding
-void dropout(const Op& op, In in, Out out);      // elementwise.cpp (with the random streams)
 
 // An Array over borrowed host memory (never freed through a backend).
 inline Array borrowed(void* data, const Shape& shape, DType dtype) {
@@ -47,15 +42,17 @@ void in_usual_layout(const Op& op, In in, Out out, F&& family) {
   family(plain, in, std::span<Array>(logical));
   for (size_t i = 0; i < out.size(); ++i) {
     const Array src = permuted(logical[i], channels_last_order(logical[i].ndim()));
-    elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(&out[i], 1));
+    copy_to_contiguous(src, out[i]);
   }
 }
 
 template <class C>
-constexpr DType compute_dtype = std::is_same_v<C, double> ? DType::f64 : DType::f32;
+constexpr DType compute_dtype = std::is_same_v<C, double>    ? DType::f64
+                                : std::is_same_v<C, int64_t> ? DType::i64
+                                                             : DType::f32;
 
-// The elements of `a` as a contiguous array of C (float or double): a pointer into `a` itself
-// when it already is one, else a converted copy.
+// The elements of `a` as a contiguous array of C (float, double, or int64_t for indices): a
+// pointer into `a` itself when it already is one, else a converted copy.
 template <class C>
 class ContiguousAs {
  public:
@@ -66,7 +63,7 @@ class ContiguousAs {
     }
     copy_.resize(static_cast<size_t>(a.numel()));
     Array dst = borrowed(copy_.data(), a.shape, compute_dtype<C>);
-    elementwise(Op{OpKind::copy}, std::span<const Array>(&a, 1), std::span<Array>(&dst, 1));
+    copy_to_contiguous(a, dst);
     ptr_ = copy_.data();
   }
   const C* data() const { return ptr_; }
@@ -75,6 +72,15 @@ class ContiguousAs {
  private:
   const C* ptr_ = nullptr;
   std::vector<C> copy_;
+};
+
+// The first out-of-range index a parallel loop met (exceptions must not leave the loop).
+struct BadIndex {
+  std::atomic<bool> seen{false};
+  std::atomic<int64_t> value{0};
+  void note(int64_t v) {
+    if (!seen.exchange(true)) value = v;
+  }
 };
 
 // Where a kernel writes an output of compute type C: the output itself when its dtype is C,
@@ -95,7 +101,7 @@ class Result {
   void finish() {
     if (buf_.empty()) return;
     Array src = borrowed(buf_.data(), out_->shape, compute_dtype<C>);
-    elementwise(Op{OpKind::copy}, std::span<const Array>(&src, 1), std::span<Array>(out_, 1));
+    copy_to_contiguous(src, *out_);
   }
 
  private:

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "cpu/nn_util.h"
+#include "kernels/norm.h"
 
 namespace crisp::cpu {
 
@@ -110,7 +111,7 @@ void batch_stats(const Op& op, In in, Out out) {
     new_rm.emplace(out[2]);
     new_rv.emplace(out[3]);
   }
-  const double momentum = op.reals.empty() ? 0 : op.reals[0];
+  const double momentum = BatchNormStatsAttrs::from_op(op).momentum;
   const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
   const double M = static_cast<double>(N * S);
   parallel_for(Ch, N * Ch * S * 2, [&](int64_t c0, int64_t c1) {
@@ -156,21 +157,19 @@ std::pair<C, C> batch_norm_affine(const ContiguousAs<C>& mean, const ContiguousA
 
 template <class C>
 void batch_norm_forward(const Op& op, In in, Array& ya) {
+  const BatchNormAttrs a = BatchNormAttrs::from_op(op);
   ContiguousAs<C> x(in[0]), mean(in[1]), var(in[2]);
-  const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
-  const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
   std::optional<ContiguousAs<C>> w, b;
-  if (has_w) w.emplace(in[3]);
-  if (has_b) b.emplace(in[3 + has_w]);
+  if (a.has_w) w.emplace(in[3]);
+  if (a.has_b) b.emplace(in[3 + a.has_w]);
   Result<C> y(ya);
-  const double eps = op.reals[0];
   const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
   parallel_for(N * Ch, N * Ch * S, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const auto [scale, shift] = batch_norm_affine(mean, var, w, b, eps, p % Ch);
+      const auto [scale, shift] = batch_norm_affine(mean, var, w, b, a.eps, p % Ch);
       for (int64_t i = 0; i < S; ++i) {
         const C v = x[p * S + i] * scale + shift;
-        y[p * S + i] = relu && v < C(0) ? C(0) : v;  // NaN passes through, as relu's
+        y[p * S + i] = a.relu && v < C(0) ? C(0) : v;  // NaN passes through, as relu's
       }
     }
   });
@@ -180,24 +179,21 @@ void batch_norm_forward(const Op& op, In in, Array& ya) {
 // dx, dw, db of batch norm; training: also through the batch mean and variance.
 template <class C>
 void batch_norm_backward(const Op& op, In in, Out out) {
+  const BatchNormBackwardAttrs a = BatchNormBackwardAttrs::from_op(op);
   ContiguousAs<C> g(in[0]), x(in[1]), mean(in[2]), var(in[3]);
-  const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
-  const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
-  const bool has_b = op.ints.size() > 3 && op.ints[3] != 0;
   std::optional<ContiguousAs<C>> w, b;
-  if (has_w) w.emplace(in[4]);
-  if (has_b) b.emplace(in[4 + has_w]);
-  const double eps = op.reals[0];
+  if (a.has_w) w.emplace(in[4]);
+  if (a.has_b) b.emplace(in[4 + a.has_w]);
   Result<C> dx(out[0]), dw(out[1]), db(out[2]);
   const int64_t N = in[1].shape[0], Ch = in[1].shape[1], S = in[1].shape[2];
   const double M = static_cast<double>(N * S);
   parallel_for(Ch, N * Ch * S * 3, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      const double m = mean[c], s = 1 / std::sqrt(static_cast<double>(var[c]) + eps);
+      const double m = mean[c], s = 1 / std::sqrt(static_cast<double>(var[c]) + a.eps);
       // The gradient reaching batch norm: through the ReLU (batch_norm_relu), zero where the
       // forward's output was not positive.
-      const auto [scale, shift] = batch_norm_affine(mean, var, w, b, eps, c);
-      auto grad = [&](int64_t j) { return relu && !(x[j] * scale + shift > 0) ? C(0) : g[j]; };
+      const auto [scale, shift] = batch_norm_affine(mean, var, w, b, a.eps, c);
+      auto grad = [&](int64_t j) { return a.relu && !(x[j] * scale + shift > 0) ? C(0) : g[j]; };
       double sg = 0, sgx = 0;
       for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < S; ++i) {
@@ -213,7 +209,7 @@ void batch_norm_backward(const Op& op, In in, Out out) {
         for (int64_t i = 0; i < S; ++i) {
           const int64_t j = (n * Ch + c) * S + i;
           double v = grad(j);
-          if (training) v -= sg / M + (x[j] - m) * s * sgx / M;
+          if (a.training) v -= sg / M + (x[j] - m) * s * sgx / M;
           dx[j] = static_cast<C>(wc * s * v);
         }
     }
@@ -230,13 +226,12 @@ void norm_kernel(const Op& op, In in, Out out) {
     case OpKind::rms_norm:
     case OpKind::group_norm: {
       const bool group = op.kind == OpKind::group_norm, center = op.kind != OpKind::rms_norm;
-      const int64_t G = group ? op.ints[0] : 1;
-      const bool has_w = op.ints[group ? 1 : 0] != 0;
-      const bool has_b = op.kind != OpKind::rms_norm && op.ints[group ? 2 : 1] != 0;
+      const RowNormAttrs a = RowNormAttrs::from_op(op);
+      const int64_t G = a.groups;
       ContiguousAs<C> x(in[0]);
       std::optional<ContiguousAs<C>> w, b;
-      if (has_w) w.emplace(in[1]);
-      if (has_b) b.emplace(in[1 + has_w]);
+      if (a.has_w) w.emplace(in[1]);
+      if (a.has_b) b.emplace(in[1 + a.has_w]);
       Result<C> y(out[0]);
       std::optional<Result<C>> mean;
       if (center) mean.emplace(out[1]);
@@ -247,13 +242,13 @@ void norm_kernel(const Op& op, In in, Out out) {
         const int64_t N = in[0].shape[0], Ch = in[0].shape[1], S = in[0].shape[2];
         const int64_t Cg = Ch / G, L = Cg * S;
         rows_forward<C>(
-            x.data(), N * G, L, true, op.reals[0], wp, bp,
+            x.data(), N * G, L, true, a.eps, wp, bp,
             [=](int64_t r, int64_t i) { return (r % G) * Cg + i / S; }, y.data(), mean->data(),
             rstd.data());
       } else {
         const int64_t L = in[0].shape[1];
         rows_forward<C>(
-            x.data(), in[0].shape[0], L, center, op.reals[0], wp, bp,
+            x.data(), in[0].shape[0], L, center, a.eps, wp, bp,
             [](int64_t, int64_t i) { return i; }, y.data(), mean ? mean->data() : nullptr,
             rstd.data());
       }
@@ -267,14 +262,14 @@ void norm_kernel(const Op& op, In in, Out out) {
       // inputs: grad, x, [mean,] rstd[, w]; outputs: dx[, dw[, db]]
       const bool group = op.kind == OpKind::group_norm_backward;
       const bool center = op.kind != OpKind::rms_norm_backward;
-      const int64_t G = group ? op.ints[0] : 1;
-      const bool has_w = op.ints[group ? 1 : 0] != 0;
+      const RowNormBackwardAttrs a = RowNormBackwardAttrs::from_op(op);
+      const int64_t G = a.groups;
       ContiguousAs<C> g(in[0]), x(in[1]);
       std::optional<ContiguousAs<C>> mean;
       if (center) mean.emplace(in[2]);
       ContiguousAs<C> rstd(in[center ? 3 : 2]);
       std::optional<ContiguousAs<C>> w;
-      if (has_w) w.emplace(in[center ? 4 : 3]);
+      if (a.has_w) w.emplace(in[center ? 4 : 3]);
       Result<C> dx(out[0]);
       std::optional<Result<C>> dw, db;
       if (out.size() > 1) dw.emplace(out[1]);
@@ -313,7 +308,7 @@ void norm_kernel(const Op& op, In in, Out out) {
 
 }  // namespace
 
-void norm_family(const Op& op, In in, Out out) {
+void run_norm(const Op& op, In in, Out out) {
   with_compute_type(op, in[0].dtype, [&]<class C>() { norm_kernel<C>(op, in, out); });
 }
 

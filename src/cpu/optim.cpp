@@ -9,6 +9,7 @@
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
 #include "cpu/optim.h"
+#include "kernels/optim.h"
 
 // The square root in Adam's and RMSprop's denominators keeps a plain loop from vectorizing
 // (std::sqrt may set errno); explicit vectors keep the update memory-bound.
@@ -121,11 +122,10 @@ void sweep(int64_t n, int64_t arrays, Out out, F&& body) {
 }
 
 template <class P, class S>
-void sgd(const Op& op, In in, Out out) {
-  const bool momentum_on = op.ints.at(0) != 0, nesterov = op.ints.at(1) != 0;
-  const S sign = op.ints.at(2) ? S(-1) : S(1);
-  const double lr = op.reals.at(0), momentum = op.reals.at(1), dampening = op.reals.at(2),
-               wd = op.reals.at(3);
+void sgd(const SgdStepAttrs& a, In in, Out out) {
+  const bool momentum_on = a.has_momentum, nesterov = a.nesterov;
+  const S sign = a.maximize ? S(-1) : S(1);
+  const double lr = a.lr, momentum = a.momentum, dampening = a.dampening, wd = a.weight_decay;
   const bool has_buf = in.size() > 2, decay = wd != 0;
   const S neg_lr = static_cast<S>(-lr), mom = static_cast<S>(momentum),
           keep = static_cast<S>(1 - dampening), w = static_cast<S>(wd);
@@ -150,12 +150,11 @@ void sgd(const Op& op, In in, Out out) {
 }
 
 template <class P, class S>
-void adam(const Op& op, In in, Out out) {
-  const bool amsgrad = op.ints.at(0) != 0, decoupled = op.ints.at(2) != 0;
-  const S sign = op.ints.at(1) ? S(-1) : S(1);
-  const double lr = op.reals.at(0), beta1 = op.reals.at(1), beta2 = op.reals.at(2),
-               eps = op.reals.at(3), wd = op.reals.at(4), step_size = op.reals.at(5),
-               bc2_sqrt = op.reals.at(6);
+void adam(const AdamStepAttrs& a, In in, Out out) {
+  const bool amsgrad = a.amsgrad, decoupled = a.decoupled;
+  const S sign = a.maximize ? S(-1) : S(1);
+  const double lr = a.lr, beta1 = a.beta1, beta2 = a.beta2, eps = a.eps, wd = a.weight_decay,
+               step_size = a.step_size, bc2_sqrt = a.bc2_sqrt;
   const bool l2 = !decoupled && wd != 0;
   const S b1 = static_cast<S>(beta1), c1 = static_cast<S>(1 - beta1), b2 = static_cast<S>(beta2),
           c2 = static_cast<S>(1 - beta2), e = static_cast<S>(eps), w = static_cast<S>(wd),
@@ -189,11 +188,11 @@ void adam(const Op& op, In in, Out out) {
 }
 
 template <class P, class S>
-void rmsprop(const Op& op, In in, Out out) {
-  const bool centered = op.ints.at(0) != 0, momentum_on = op.ints.at(1) != 0;
-  const S sign = op.ints.at(2) ? S(-1) : S(1);
-  const double lr = op.reals.at(0), alpha = op.reals.at(1), eps = op.reals.at(2),
-               wd = op.reals.at(3), momentum = op.reals.at(4);
+void rmsprop(const RmspropStepAttrs& attrs, In in, Out out) {
+  const bool centered = attrs.centered, momentum_on = attrs.has_momentum;
+  const S sign = attrs.maximize ? S(-1) : S(1);
+  const double lr = attrs.lr, alpha = attrs.alpha, eps = attrs.eps, wd = attrs.weight_decay,
+               momentum = attrs.momentum;
   const bool decay = wd != 0;
   const S neg_lr = static_cast<S>(-lr), a = static_cast<S>(alpha), c = static_cast<S>(1 - alpha),
           e = static_cast<S>(eps), w = static_cast<S>(wd), mom = static_cast<S>(momentum);
@@ -232,15 +231,20 @@ void rmsprop(const Op& op, In in, Out out) {
   });
 }
 
+// Runs the update on every parameter, the attributes decoded once for all of them.
 template <class P, class S>
-void route(const Op& op, In in, Out out) {
+void update_all(const Op& op, In in, Out out) {
+  auto each = [&](const auto& attrs, auto&& update) {
+    for (const ParamOperands& p : optim_operands(op, attrs.params, in, out))
+      update(attrs, p.in, p.out);
+  };
   switch (op.kind) {
     case OpKind::sgd_step:
-      return sgd<P, S>(op, in, out);
+      return each(SgdStepAttrs::from_op(op), sgd<P, S>);
     case OpKind::adam_step:
-      return adam<P, S>(op, in, out);
+      return each(AdamStepAttrs::from_op(op), adam<P, S>);
     case OpKind::rmsprop_step:
-      return rmsprop<P, S>(op, in, out);
+      return each(RmspropStepAttrs::from_op(op), rmsprop<P, S>);
     default:
       unsupported(op, in[0].dtype);
   }
@@ -260,20 +264,17 @@ int64_t& optim_stream_bytes() {
   return bytes;
 }
 
-void optim(const Op& op, In in, Out out) {
-  const auto params = optim_operands(op, in, out);
-  auto each = [&]<class P, class S>() {
-    for (const ParamOperands& p : params) route<P, S>(op, p.in, p.out);
-  };
+void run_optim(const Op& op, In in, Out out) {
+  if (in.empty()) fail(op_name(op.kind), ": expected a parameter and gradient");
   switch (in[0].dtype) {
     case DType::f32:
-      return each.template operator()<float, float>();
+      return update_all<float, float>(op, in, out);
     case DType::f64:
-      return each.template operator()<double, double>();
+      return update_all<double, double>(op, in, out);
     case DType::f16:
-      return each.template operator()<Half, float>();
+      return update_all<Half, float>(op, in, out);
     case DType::bf16:
-      return each.template operator()<BFloat16, float>();
+      return update_all<BFloat16, float>(op, in, out);
     default:
       unsupported(op, in[0].dtype);
   }

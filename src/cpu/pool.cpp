@@ -7,38 +7,11 @@
 #include <limits>
 
 #include "cpu/nn_util.h"
+#include "kernels/pool.h"
 
 namespace crisp::cpu {
 
 namespace {
-
-struct PoolGeom {
-  int64_t planes = 0;  // N * C
-  std::array<int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, k{1, 1, 1}, s{1, 1, 1}, p{0, 0, 0}, d{1, 1, 1};
-  int64_t S = 1, P = 1;
-  bool count_include_pad = true;
-};
-
-// x_shape and y_shape are [N, C, *spatial]; ints as op_kinds.inc describes.
-PoolGeom pool_geometry(const Op& op, const Shape& x_shape, const Shape& y_shape) {
-  PoolGeom g;
-  const int64_t nd = op.ints[0];
-  const bool is_max = op.kind == OpKind::max_pool || op.kind == OpKind::max_pool_backward;
-  g.planes = x_shape[0] * x_shape[1];
-  for (int64_t i = 0; i < nd; ++i) {
-    const size_t j = static_cast<size_t>(3 - nd + i);
-    g.in[j] = x_shape[2 + i];
-    g.out[j] = y_shape[2 + i];
-    g.k[j] = op.ints[1 + i];
-    g.s[j] = op.ints[1 + nd + i];
-    g.p[j] = op.ints[1 + 2 * nd + i];
-    if (is_max) g.d[j] = op.ints[1 + 3 * nd + i];
-  }
-  if (!is_max) g.count_include_pad = op.ints[1 + 3 * nd] != 0;
-  g.S = g.in[0] * g.in[1] * g.in[2];
-  g.P = g.out[0] * g.out[1] * g.out[2];
-  return g;
-}
 
 // Calls f(out_index, window) for each output of a plane; window(visit) calls visit(in_index)
 // for each in-bounds input position of the window.
@@ -171,17 +144,7 @@ void max_pool(const PoolGeom& g, const Array& xa, Array& ya, Array& ia) {
 template <class C>
 void max_pool_backward(const PoolGeom& g, const Array& ga, const Array& ia, Array& dxa) {
   ContiguousAs<C> gy(ga);
-  const Array idx_c = ia;  // indices come from max_pool: contiguous unless a view was taken
-  std::vector<int64_t> idx_copy;
-  const int64_t* idx = nullptr;
-  if (ia.is_contiguous()) {
-    idx = ia.data<int64_t>();
-  } else {
-    idx_copy.resize(static_cast<size_t>(ia.numel()));
-    Array dst = borrowed(idx_copy.data(), ia.shape, DType::i64);
-    elementwise(Op{OpKind::copy}, std::span<const Array>(&idx_c, 1), std::span<Array>(&dst, 1));
-    idx = idx_copy.data();
-  }
+  ContiguousAs<int64_t> idx(ia);  // from max_pool: contiguous unless a view was taken
   Result<C> dx(dxa);
   std::atomic<int64_t> bad{-1};  // exceptions must not leave a parallel region
   parallel_for(g.planes, g.planes * (g.P + g.S), [&](int64_t b, int64_t e) {
@@ -252,8 +215,8 @@ void avg_pool_backward(const PoolGeom& g, const Array& ga, Array& dxa) {
 
 }  // namespace
 
-void pool_family(const Op& op, In in, Out out) {
-  if (stores_channels_last(op)) return in_usual_layout(op, in, out, pool_family);
+void run_pool(const Op& op, In in, Out out) {
+  if (PoolAttrs::from_op(op).channels_last) return in_usual_layout(op, in, out, run_pool);
   with_compute_type(op, in[0].dtype, [&]<class C>() {
     switch (op.kind) {
       case OpKind::max_pool:

@@ -7,53 +7,20 @@
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/reduce.h"
 
 namespace crisp::cpu {
 
 namespace {
 
-// The input split into the kept axes (the output's, in order) and the reduced axes, each group
-// with mergeable neighbours merged and size-1 axes dropped.
-struct Plan {
-  Shape keep, keep_strides;  // output is contiguous over keep
-  Shape red, red_strides;    // innermost last
-  int64_t n_out = 1, n_red = 1;
-};
-
-void push_merged(Shape& shape, Shape& strides, int64_t n, int64_t st) {
-  if (n == 1) return;
-  if (!shape.empty() && strides.back() == st * n && shape.back() != 0 && n != 0) {
-    shape.back() *= n;
-    strides.back() = st;
-    return;
-  }
-  shape.push_back(n);
-  strides.push_back(st);
-}
-
-Plan make_plan(const Array& x, const std::vector<int64_t>& axes) {
-  Plan p;
-  std::vector<bool> reduced(static_cast<size_t>(x.ndim()), false);
-  for (int64_t a : axes) reduced[static_cast<size_t>(a)] = true;
-  // Reduced axes in decreasing stride order so the innermost run is the most local.
-  std::vector<size_t> rorder;
-  for (size_t d = 0; d < reduced.size(); ++d) {
-    if (reduced[d]) {
-      rorder.push_back(d);
-    } else {
-      push_merged(p.keep, p.keep_strides, x.shape[d], x.strides[d]);
-    }
-  }
-  std::stable_sort(rorder.begin(), rorder.end(), [&](size_t a, size_t b) {
-    return std::abs(x.strides[a]) > std::abs(x.strides[b]);
-  });
-  for (size_t d : rorder) push_merged(p.red, p.red_strides, x.shape[d], x.strides[d]);
+// The plan; a reduction over no axes reads one element per output, as over one size-1 axis,
+// so that the loops below always have an innermost reduced run.
+ReducePlan make_plan(const Array& x, const std::vector<int64_t>& axes) {
+  ReducePlan p = reduce_plan(x, axes);
   if (p.red.empty()) {
     p.red = {1};
     p.red_strides = {0};
   }
-  p.n_out = numel_of(p.keep);
-  p.n_red = numel_of(p.red);
   return p;
 }
 
@@ -222,7 +189,7 @@ void reduce_run(const R& r, typename R::A& acc, const T* p, int64_t n, int64_t s
 
 // Reduces the flat reduction indices [b, e) starting at base into acc.
 template <class T, class R>
-void reduce_range(const R& r, typename R::A& acc, const T* base, const Plan& p, int64_t b,
+void reduce_range(const R& r, typename R::A& acc, const T* base, const ReducePlan& p, int64_t b,
                   int64_t e, int64_t o) {
   const int64_t inner = p.red.back(), st = p.red_strides.back();
   Shape outer_shape(p.red.begin(), p.red.end() - 1),
@@ -237,7 +204,7 @@ void reduce_range(const R& r, typename R::A& acc, const T* base, const Plan& p, 
 
 template <class T, class O, class R>
 void run_reducer(const R& r, const Array& x, const Array& out, const std::vector<int64_t>& axes) {
-  const Plan p = make_plan(x, axes);
+  const ReducePlan p = make_plan(x, axes);
   const T* in = x.data<T>();
   O* o = out.data<O>();
   if (p.n_out == 0) return;
@@ -298,7 +265,7 @@ void run_reducer(const R& r, const Array& x, const Array& out, const std::vector
 
 }  // namespace
 
-void reduce(const Op& op, In in, Out out) {
+void run_reduce(const Op& op, In in, Out out) {
   const Array& x = in[0];
   const Array& y = out[0];
   const std::vector<int64_t>& axes = op.ints;

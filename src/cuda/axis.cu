@@ -4,7 +4,14 @@
 
 #include <limits>
 
-#include "cuda/map.cuh"
+#include "cuda/buffer.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
+#include "cuda/families.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/strided.cuh"
+#include "kernels/axis.h"
 
 namespace crisp::cuda {
 
@@ -135,20 +142,19 @@ void softmax_family(const Op& op, In in, const Array& out, int64_t axis) {
   const T* g_ptr = in.size() > 1 ? base_of<T>(in[1]) : base_of<T>(in[0]);
   const int g = lx.n <= 64 ? 32 : kBlock;
   const int64_t blocks = (lx.count + kBlock / g - 1) / (kBlock / g);
-  auto launch = [&](auto kernel) {
-    kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx().stream>>>(
-        base_of<T>(in[0]), lx, g_ptr, lg, base_of_mut<T>(out), lo, g);
-    CUDA_LAUNCH_CHECK();
+  auto run = [&]<int Kind>() {
+    launch<softmax_kernel<T, Kind>>(static_cast<unsigned>(blocks), kBlock, 0, ctx().stream,
+                                    base_of<T>(in[0]), lx, g_ptr, lg, base_of_mut<T>(out), lo, g);
   };
   switch (op.kind) {
     case OpKind::softmax:
-      return launch(softmax_kernel<T, 0>);
+      return run.template operator()<0>();
     case OpKind::log_softmax:
-      return launch(softmax_kernel<T, 1>);
+      return run.template operator()<1>();
     case OpKind::softmax_backward:
-      return launch(softmax_kernel<T, 2>);
+      return run.template operator()<2>();
     default:
-      return launch(softmax_kernel<T, 3>);
+      return run.template operator()<3>();
   }
 }
 
@@ -226,13 +232,12 @@ template <class T, class O>
 void scan(const Array& x, const Array& out, int64_t axis, bool product) {
   const Lines lx = lines_of(x, axis), lo = lines_of(out, axis);
   if (lx.n <= 64 || lx.count >= 4 * 132 * 8) {
-    scan_lines<T, O><<<grid_for(lx.count), kBlock, 0, ctx().stream>>>(
-        base_of<T>(x), lx, base_of_mut<O>(out), lo, product);
+    launch<scan_lines<T, O>>(grid_for(lx.count), kBlock, 0, ctx().stream, base_of<T>(x), lx,
+                             base_of_mut<O>(out), lo, product);
   } else {
-    scan_block<T, O><<<static_cast<unsigned>(lx.count), kBlock, 0, ctx().stream>>>(
-        base_of<T>(x), lx, base_of_mut<O>(out), lo, product);
+    launch<scan_block<T, O>>(static_cast<unsigned>(lx.count), kBlock, 0, ctx().stream,
+                             base_of<T>(x), lx, base_of_mut<O>(out), lo, product);
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 // dx_i = sum_{j>=i} g_j y_j / x_i before the first zero z; at z, the products skipping x_z;
@@ -338,16 +343,14 @@ void sort(const Array& x, const Array& values, const Array& indices, int64_t axi
       idx_in(static_cast<size_t>(total) * 8), idx_out(static_cast<size_t>(total) * 8);
   visit(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    sort_keys<T><<<grid_for(total), kBlock, 0, c.stream>>>(
-        base_of<T>(x), lx, keys_in.as<uint64_t>(), idx_in.as<int64_t>(), descending, mask);
+    launch<sort_keys<T>>(grid_for(total), kBlock, 0, c.stream, base_of<T>(x), lx,
+                         keys_in.as<uint64_t>(), idx_in.as<int64_t>(), descending, mask);
   });
-  CUDA_LAUNCH_CHECK();
   // Radix sort is stable, so equal keys keep their order: the CPU's stable_sort.
   Buffer offsets_buf(static_cast<size_t>(lx.count + 1) * sizeof(int64_t));
   const int64_t* offsets = offsets_buf.as<int64_t>();
-  segment_offsets<<<grid_for(lx.count + 1), kBlock, 0, c.stream>>>(offsets_buf.as<int64_t>(),
-                                                                   lx.count, lx.n);
-  CUDA_LAUNCH_CHECK();
+  launch<segment_offsets>(grid_for(lx.count + 1), kBlock, 0, c.stream, offsets_buf.as<int64_t>(),
+                          lx.count, lx.n);
   size_t temp = 0;
   CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairs(
       nullptr, temp, keys_in.as<uint64_t>(), keys_out.as<uint64_t>(), idx_in.as<int64_t>(),
@@ -360,9 +363,9 @@ void sort(const Array& x, const Array& values, const Array& indices, int64_t axi
       offsets + 1, 0, bits, c.stream));
   auto gather = [&](auto tag) {
     using U = decltype(tag);
-    sort_gather<U><<<grid_for(total), kBlock, 0, c.stream>>>(
-        base_of<U>(x), lx, idx_out.as<int64_t>(), base_of_mut<U>(values),
-        base_of_mut<int64_t>(indices), lo);
+    launch<sort_gather<U>>(grid_for(total), kBlock, 0, c.stream, base_of<U>(x), lx,
+                           idx_out.as<int64_t>(), base_of_mut<U>(values),
+                           base_of_mut<int64_t>(indices), lo);
   };
   switch (itemsize(x.dtype)) {
     case 1:
@@ -377,16 +380,16 @@ void sort(const Array& x, const Array& values, const Array& indices, int64_t axi
     default:
       gather(uint64_t{});
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-void along_axis(const Op& op, In in, Out out) {
-  const int64_t axis = op.ints.empty() ? 0 : op.ints[0];
+void run_axis(const Op& op, In in, Out out) {
+  const AxisAttrs attrs = AxisAttrs::from_op(op);
+  const int64_t axis = attrs.axis;
   const Array& x = in[0];
   if (out[0].numel() == 0) return;
-  if (op.kind == OpKind::sort) return sort(x, out[0], out[1], axis, op.ints[1] != 0);
+  if (op.kind == OpKind::sort) return sort(x, out[0], out[1], axis, attrs.descending);
   visit(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
@@ -403,11 +406,9 @@ void along_axis(const Op& op, In in, Out out) {
           const Lines lx = lines_of(x, axis), lg = lines_of(in[1], axis),
                       lo = lines_of(out[0], axis);
           Buffer scratch(static_cast<size_t>(lx.count * lx.n) * sizeof(double));
-          cumprod_backward_kernel<T><<<grid_for(lx.count), kBlock, 0, ctx().stream>>>(
-              base_of<T>(x), lx, base_of<T>(in[1]), lg, base_of_mut<T>(out[0]), lo,
-              scratch.as<double>());
-          CUDA_LAUNCH_CHECK();
-          return;
+          return launch<cumprod_backward_kernel<T>>(
+              grid_for(lx.count), kBlock, 0, ctx().stream, base_of<T>(x), lx, base_of<T>(in[1]), lg,
+              base_of_mut<T>(out[0]), lo, scratch.as<double>());
         }
         break;
       case OpKind::softmax:

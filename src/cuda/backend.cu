@@ -1,6 +1,5 @@
-// The CUDA backend: one per device, with its stream, library handles and caching allocator; the
-// routing of each op family to its kernels; host transfers.
-#include <array>
+// The CUDA backend: one per device, with its context (stream, library handles, fault records),
+// caching allocator and host transfers; the routing of each op family to its entry point.
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -10,8 +9,15 @@
 #include <vector>
 
 #include "cuda/allocator.h"
-#include "cuda/common.cuh"
+#include "cuda/buffer.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
+#include "cuda/families.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/profile.h"
+#include "cuda/strided.cuh"
+#include "kernels/families.h"
 
 namespace crisp::cuda {
 
@@ -82,10 +88,9 @@ struct Device {
   CachingAllocator allocator;
   Uploads uploads;
   std::mutex mutex;  // one op at a time per device: the context's scratch state is shared
-  explicit Device(int d) : allocator(d) {}
+  explicit Device(int d) : context(d), allocator(d) {}
 };
 
-Device* devices[kMaxDevices] = {};
 thread_local Device* current = nullptr;
 thread_local int thread_device = -1;
 
@@ -125,15 +130,52 @@ int device_count() {
   return count;
 }
 
+cudaDeviceProp properties(int device) {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop;
+}
+cudaStream_t new_stream() {
+  cudaStream_t s = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+cublasHandle_t new_cublas(cudaStream_t stream) {
+  cublasHandle_t h = nullptr;
+  CUBLAS_CHECK(cublasCreate(&h));
+  CUBLAS_CHECK(cublasSetStream(h, stream));
+  return h;
+}
+cublasLtHandle_t new_cublaslt() {
+  cublasLtHandle_t h = nullptr;
+  CUBLAS_CHECK(cublasLtCreate(&h));
+  return h;
+}
+
 }  // namespace
 
 Context& ctx() {
   if (!current) fail("no CUDA device is current (internal: a kernel ran outside an op)");
   return current->context;
 }
-Context& ctx(int device) { return devices[device]->context; }
 
 bool tf32_enabled() { return allow_tf32(); }
+
+Context::Context(int d) : Context(d, properties(d)) {}
+
+Context::Context(int d, const cudaDeviceProp& prop)
+    : device(d),
+      stream(new_stream()),
+      cublas(new_cublas(stream)),
+      cublaslt(new_cublaslt()),
+      sm_count(prop.multiProcessorCount),
+      shared_per_block_optin(prop.sharedMemPerBlockOptin) {
+  const size_t fault_bytes = kFaultSlots * sizeof(DeviceFault);
+  CUDA_CHECK(cudaMalloc(&fault_dev_, fault_bytes));
+  CUDA_CHECK(cudaMemsetAsync(fault_dev_, 0, fault_bytes, stream));
+  CUDA_CHECK(cudaMallocHost(&fault_host_, fault_bytes));
+  pending_.reserve(kFaultSlots);
+}
 
 cudnnHandle_t Context::cudnn() {
   if (!cudnn_) {
@@ -234,75 +276,6 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
   return *this;
 }
 
-// ---- strided layouts ----
-
-namespace {
-
-void push_axis(Strided& s, int64_t n, int64_t st) {
-  if (n == 1) return;
-  if (s.nd > 0 && s.strides[s.nd - 1] == st * n) {
-    s.shape[s.nd - 1] *= n;
-    s.strides[s.nd - 1] = st;
-    return;
-  }
-  if (s.nd == kMaxDims)
-    fail("arrays of more than ", kMaxDims, " dimensions are not supported on CUDA");
-  s.shape[s.nd] = n;
-  s.strides[s.nd] = st;
-  ++s.nd;
-}
-
-}  // namespace
-
-Strided strided(const Array& a) { return strided(a, a.shape); }
-
-Strided strided(const Array& a, const Shape& shape) {
-  Strided s{};
-  s.offset = a.offset;
-  const size_t lead = shape.size() - a.shape.size();
-  for (size_t d = 0; d < shape.size(); ++d) {
-    const bool own = d >= lead && a.shape[d - lead] == shape[d];
-    push_axis(s, shape[d], own ? a.strides[d - lead] : 0);
-  }
-  return s;
-}
-
-void strided_together(const Shape& shape, std::span<const Array* const> arrays, Strided* out) {
-  const size_t n = arrays.size();
-  std::vector<std::array<int64_t, 2>> tmp;
-  for (size_t k = 0; k < n; ++k) {
-    out[k] = Strided{};
-    out[k].offset = arrays[k]->offset;
-  }
-  int nd = 0;
-  auto stride_of = [&](size_t k, size_t d) -> int64_t {
-    const Array& a = *arrays[k];
-    const size_t lead = shape.size() - a.shape.size();
-    return d >= lead && a.shape[d - lead] == shape[d] ? a.strides[d - lead] : 0;
-  };
-  for (size_t d = 0; d < shape.size(); ++d) {
-    const int64_t len = shape[d];
-    if (len == 1) continue;
-    bool merge = nd > 0;
-    for (size_t k = 0; k < n && merge; ++k) merge = out[k].strides[nd - 1] == stride_of(k, d) * len;
-    if (merge) {
-      for (size_t k = 0; k < n; ++k) {
-        out[k].shape[nd - 1] *= len;
-        out[k].strides[nd - 1] = stride_of(k, d);
-      }
-      continue;
-    }
-    if (nd == kMaxDims)
-      fail("arrays of more than ", kMaxDims, " dimensions are not supported on CUDA");
-    for (size_t k = 0; k < n; ++k) {
-      out[k].shape[nd] = len;
-      out[k].strides[nd] = stride_of(k, d);
-    }
-    ++nd;
-  }
-  for (size_t k = 0; k < n; ++k) out[k].nd = nd;
-}
-
 // ---- the backend ----
 
 namespace {
@@ -324,26 +297,46 @@ class CudaBackend final : public Backend {
 
   void run(const Op& op, In in, Out out) override {
     DeviceGuard guard(dev_);
+    const Family family = family_of(op.kind);
     // Elementwise ops are each one map, queued or launched after the queue (elementwise.cu);
     // anything else is queued on the stream behind the queued ops.
-    if (op.kind < OpKind::creation_end || op.kind >= OpKind::elementwise_end) dev_.context.flush();
+    if (family != Family::elementwise) dev_.context.flush();
     if (OpProfile* p = op_profile()) {
       ProfileScope scope(*p, p->row(op.kind, in), dev_.context.stream);
-      return route(op, in, out);
+      return route(family, op, in, out);
     }
-    route(op, in, out);
+    route(family, op, in, out);
   }
 
-  static void route(const Op& op, In in, Out out) {
-    const OpKind k = op.kind;
-    if (k < OpKind::creation_end) return creation(op, in, out);
-    if (k < OpKind::elementwise_end) return elementwise(op, in, out);
-    if (k < OpKind::reduce_end) return reduce(op, in, out);
-    if (k < OpKind::axis_end) return along_axis(op, in, out);
-    if (k < OpKind::linalg_end) return linalg(op, in, out);
-    if (k < OpKind::indexing_end) return indexing(op, in, out);
-    if (k < OpKind::nn_end) return nn(op, in, out);
-    return optim(op, in, out);
+  static void route(Family family, const Op& op, In in, Out out) {
+    switch (family) {
+      case Family::creation:
+        return run_creation(op, in, out);
+      case Family::elementwise:
+        return run_elementwise(op, in, out);
+      case Family::reduce:
+        return run_reduce(op, in, out);
+      case Family::axis:
+        return run_axis(op, in, out);
+      case Family::matmul:
+        return run_matmul(op, in, out);
+      case Family::indexing:
+        return run_indexing(op, in, out);
+      case Family::conv:
+        return run_conv(op, in, out);
+      case Family::channel_sum:
+        return run_channel_sum(op, in, out);
+      case Family::pool:
+        return run_pool(op, in, out);
+      case Family::norm:
+        return run_norm(op, in, out);
+      case Family::embedding:
+        return run_embedding(op, in, out);
+      case Family::loss:
+        return run_loss(op, in, out);
+      case Family::optim:
+        return run_optim(op, in, out);
+    }
   }
 
   void read(const Array& a, void* host) override {
@@ -399,24 +392,10 @@ class CudaBackend final : public Backend {
 };
 
 Device& open_device(int d) {
-  auto* dev = new Device(d);  // lives as long as the process: tensors may outlive any static
-  Context& c = dev->context;
-  c.device = d;
   CUDA_CHECK(cudaSetDevice(d));
   thread_device = d;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-  CUBLAS_CHECK(cublasCreate(&c.cublas));
-  CUBLAS_CHECK(cublasSetStream(c.cublas, c.stream));
-  CUBLAS_CHECK(cublasLtCreate(&c.cublaslt));
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, d));
-  c.sm_count = prop.multiProcessorCount;
-  c.shared_per_block_optin = prop.sharedMemPerBlockOptin;
-  const size_t fault_bytes = Context::kFaultSlots * sizeof(DeviceFault);
-  CUDA_CHECK(cudaMalloc(&c.fault_dev_, fault_bytes));
-  CUDA_CHECK(cudaMemsetAsync(c.fault_dev_, 0, fault_bytes, c.stream));
-  CUDA_CHECK(cudaMallocHost(&c.fault_host_, fault_bytes));
-  c.pending_.reserve(Context::kFaultSlots);
+  auto* dev = new Device(d);  // lives as long as the process: tensors may outlive any static
+  Context& c = dev->context;
   dev->allocator.set_before_release([&c] { c.flush(); });
   dev->uploads.init();
   return *dev;
@@ -442,7 +421,6 @@ std::shared_ptr<Backend> Backend::cuda(int device, Loc loc) {
   std::lock_guard lock(mutex);
   if (!backends[device]) {
     cuda::Device& d = cuda::open_device(device);
-    cuda::devices[device] = &d;
     backends[device] = new std::shared_ptr<Backend>(std::make_shared<cuda::CudaBackend>(d));
   }
   return *backends[device];

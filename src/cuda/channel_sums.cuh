@@ -1,7 +1,7 @@
-// Internal header of the CUDA backend: per-channel sums of x [N, C, S] in one kernel (bias
-// gradients, batch norm's statistics, the reduced negative log-likelihood), block and warp sums,
-// and contiguous copies of an op's inputs. 16-bit floats compute in float, float64 in double;
-// sums over many elements accumulate in double, as on the CPU.
+// Per-channel sums over x [N, C, S] in one kernel (bias gradients, the norms' statistics and
+// parameter gradients, the reduced negative log-likelihood), block and warp sums, and contiguous
+// copies of an op's inputs, for the CUDA kernels of several families. Sums over many elements
+// accumulate in double, as on the CPU.
 #pragma once
 
 #include <algorithm>
@@ -16,13 +16,6 @@ namespace crisp::cuda {
 // The type a kernel accumulates short sums in: double for float64, float otherwise.
 template <class T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-template <class K, class... A>
-void launch(K kernel, int64_t n, A... args) {
-  if (n <= 0) return;
-  kernel<<<grid_for(n), kBlock, 0, ctx().stream>>>(n, args...);
-  CUDA_LAUNCH_CHECK();
-}
 
 // Contiguous copies of an op's inputs (the inputs themselves where already contiguous).
 class ContiguousInputs {
@@ -330,18 +323,21 @@ void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = 
   }
   auto* p = partial.as<Sum2>();
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
+  const dim3 column_block(32, 8);
   if (by_column && W == 4) {
     if constexpr (Packable)
-      sums_by_column<4>
-          <<<grid, dim3(32, 8), 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
+      launch<sums_by_column<4, F, Fin>>(grid, column_block, 0, ctx().stream, f, fin, C, S, total,
+                                        chunk, p, arrived);
   } else if (by_column) {
-    sums_by_column<1>
-        <<<grid, dim3(32, 8), 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
+    launch<sums_by_column<1, F, Fin>>(grid, column_block, 0, ctx().stream, f, fin, C, S, total,
+                                      chunk, p, arrived);
   } else if (V == 4) {
     if constexpr (Packable)
-      sums_by_row<4><<<grid, kBlock, 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
+      launch<sums_by_row<4, F, Fin>>(grid, kBlock, 0, ctx().stream, f, fin, C, S, total, chunk, p,
+                                     arrived);
   } else {
-    sums_by_row<1><<<grid, kBlock, 0, ctx().stream>>>(f, fin, C, S, total, chunk, p, arrived);
+    launch<sums_by_row<1, F, Fin>>(grid, kBlock, 0, ctx().stream, f, fin, C, S, total, chunk, p,
+                                   arrived);
   }
   CUDA_LAUNCH_CHECK();
 }

@@ -1,25 +1,25 @@
-// CUDA kernels for creation ops: fill, arange, eye and the Philox random ops, which give the same
-// numbers as the CPU backend (same counter scheme, the same arithmetic in double).
+// CUDA kernels for creation ops: fill, arange, eye and the Philox random ops (with dropout), which
+// give the same numbers as the CPU backend (same counter scheme, the same arithmetic in double).
 #include <cmath>
 
-#include "core/philox.h"
-#include "cuda/common.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/families.cuh"
+#include "cuda/launch.cuh"
+#include "kernels/creation.h"
+#include "kernels/philox.h"
 
 namespace crisp::cuda {
 
 namespace {
 
 template <class T, class F>
-__global__ void generate_kernel(T* out, int64_t n, F f) {
+__global__ void generate_kernel(int64_t n, T* out, F f) {
   CRISP_GRID_STRIDE(i, n) { out[i] = convert<T>(f(i)); }
 }
 
 template <class T, class F>
 void generate(const Array& o, F f) {
-  const int64_t n = o.numel();
-  if (n == 0) return;
-  generate_kernel<<<grid_for(n), kBlock, 0, ctx().stream>>>(o.data<T>(), n, f);
-  CUDA_LAUNCH_CHECK();
+  launch_items<generate_kernel<T, F>>(o.numel(), o.data<T>(), f);
 }
 
 template <class C>
@@ -84,9 +84,34 @@ struct RandInt {
   }
 };
 
+template <class T>
+struct Dropout {
+  const T* x;
+  uint64_t seed, off;
+  float p;
+  compute_t<T> keep;
+  __device__ compute_t<T> operator()(int64_t i) const {
+    const uint64_t j = 2 * static_cast<uint64_t>(i);
+    const float u = philox::uniform_f32(philox::word(seed, off, j), philox::word(seed, off, j + 1));
+    return load(x[i]) * (u >= p ? keep : compute_t<T>(0));
+  }
+};
+
+void dropout(const Op& op, In in, Out out) {
+  const DropoutAttrs a = DropoutAttrs::from_op(op);
+  visit_float(in[0].dtype, "dropout", [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    generate<T>(out[0],
+                Dropout<T>{in[0].data<T>(), a.stream.seed, a.stream.offset, static_cast<float>(a.p),
+                           load(convert<T>(static_cast<C>(1 / (1 - a.p))))});
+  });
+}
+
 }  // namespace
 
-void creation(const Op& op, In, Out out) {
+void run_creation(const Op& op, In in, Out out) {
+  if (op.kind == OpKind::dropout) return dropout(op, in, out);
   const Array& o = out[0];
   visit(o.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -113,34 +138,6 @@ void creation(const Op& op, In, Out out) {
       default:
         unsupported(op, o.dtype);
     }
-  });
-}
-
-namespace {
-
-template <class T>
-struct Dropout {
-  const T* x;
-  uint64_t seed, off;
-  float p;
-  compute_t<T> keep;
-  __device__ compute_t<T> operator()(int64_t i) const {
-    const uint64_t j = 2 * static_cast<uint64_t>(i);
-    const float u = philox::uniform_f32(philox::word(seed, off, j), philox::word(seed, off, j + 1));
-    return load(x[i]) * (u >= p ? keep : compute_t<T>(0));
-  }
-};
-
-}  // namespace
-
-void dropout(const Op& op, In in, Out out) {
-  visit_float(in[0].dtype, "dropout", [&](auto tag) {
-    using T = decltype(tag);
-    using C = compute_t<T>;
-    generate<T>(out[0],
-                Dropout<T>{in[0].data<T>(), static_cast<uint64_t>(op.ints[0]),
-                           static_cast<uint64_t>(op.ints[1]), static_cast<float>(op.reals[0]),
-                           load(convert<T>(static_cast<C>(1 / (1 - op.reals[0]))))});
   });
 }
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cuda/channel_sums.cuh"
+#include "cuda/families.cuh"
 
 namespace crisp::cuda {
 
@@ -45,7 +46,7 @@ __global__ void convert_kernel(int64_t n, const A* src, T* dst) {
 
 }  // namespace
 
-void embedding(const Op& op, In in, Out out) {
+void run_embedding(const Op& op, In in, Out out) {
   ContiguousInputs d(in);
   if (op.kind == OpKind::embedding) {
     const Array& w = d[1];
@@ -55,8 +56,9 @@ void embedding(const Op& op, In in, Out out) {
     });
     visit_float(w.dtype, op_name(op.kind), [&](auto tag) {
       using T = decltype(tag);
-      launch(embedding_kernel<T>, out[0].numel(), d.ptr<int64_t>(0), w.data<T>(), V, D,
-             out[0].data<T>(), fault);
+      launch_items<embedding_kernel<T>>(out[0].numel(), d.ptr<int64_t>(0), w.data<T>(), V, D,
+                                        out[0].data<T>(), fault);
+      CUDA_LAUNCH_CHECK();
     });
     return;
   }
@@ -69,14 +71,17 @@ void embedding(const Op& op, In in, Out out) {
       // 16-bit sums accumulate in float, then round once.
       Buffer acc(static_cast<size_t>(o.numel()) * sizeof(float));
       CUDA_CHECK(cudaMemsetAsync(acc.get(), 0, acc.size(), ctx().stream));
-      launch(embedding_backward_kernel<T, float>, n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D,
-             acc.as<float>());
-      launch(convert_kernel<T, float>, o.numel(), static_cast<const float*>(acc.as<float>()),
-             o.data<T>());
+      launch_items<embedding_backward_kernel<T, float>>(n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D,
+                                                        acc.as<float>());
+      CUDA_LAUNCH_CHECK();
+      launch_items<convert_kernel<T, float>>(o.numel(), acc.as<float>(), o.data<T>());
+      CUDA_LAUNCH_CHECK();
     } else {
       CUDA_CHECK(
           cudaMemsetAsync(o.raw(), 0, static_cast<size_t>(o.numel()) * sizeof(T), ctx().stream));
-      launch(embedding_backward_kernel<T, T>, n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D, o.data<T>());
+      launch_items<embedding_backward_kernel<T, T>>(n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D,
+                                                    o.data<T>());
+      CUDA_LAUNCH_CHECK();
     }
   });
 }

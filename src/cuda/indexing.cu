@@ -5,6 +5,9 @@
 #include <vector>
 
 #include "cuda/common.cuh"
+#include "cuda/families.cuh"
+#include "kernels/indexing.h"
+#include "kernels/visit_size.h"
 
 namespace crisp::cuda {
 
@@ -30,21 +33,6 @@ Iter iter_over(const Shape& shape) {
 
 void set_strides(Iter& it, int k, const Shape& strides) {
   for (size_t d = 0; d < strides.size(); ++d) it.st[k][d] = strides[d];
-}
-
-// The unsigned type of an element's size: moving elements needs nothing more.
-template <class F>
-void visit_size(DType dtype, F&& f) {
-  switch (itemsize(dtype)) {
-    case 1:
-      return f(uint8_t{});
-    case 2:
-      return f(uint16_t{});
-    case 4:
-      return f(uint32_t{});
-    default:
-      return f(uint64_t{});
-  }
 }
 
 // Fault codes: an index out of range.
@@ -270,13 +258,7 @@ __global__ void triangle_kernel(int64_t n, T* out, const T* x, Iter it, bool low
   }
 }
 
-template <class K, class... A>
-void launch(K kernel, int64_t n, A... args) {
-  if (n <= 0) return;
-  kernel<<<grid_for(n), kBlock, 0, ctx().stream>>>(n, args...);
-  CUDA_LAUNCH_CHECK();
-}
-
+// The op's attributes as the kernels take them, with the size of the indexed axis.
 struct IndexArgs {
   int axis;
   int64_t size;
@@ -284,9 +266,10 @@ struct IndexArgs {
 };
 
 IndexArgs index_args(const Op& op, const Shape& indexed) {
+  const IndexAttrs attrs = IndexAttrs::from_op(op);
   IndexArgs a;
-  a.axis = op.ints.empty() ? 0 : static_cast<int>(op.ints[0]);
-  a.wrap = op.ints.size() > 1 && op.ints[1] != 0;
+  a.axis = static_cast<int>(attrs.axis);
+  a.wrap = attrs.wrap;
   a.size = indexed[static_cast<size_t>(a.axis)];
   return a;
 }
@@ -311,15 +294,18 @@ void gather_like(const Op& op, In in, const Array& o) {
   if (o.numel() == 0) {
     Iter ii = iter_over(idx.shape);
     set_strides(ii, 0, idx.strides);
-    return launch(check_index_kernel, idx.numel(), idx.data<int64_t>(), ii, a.size, a.wrap, fault);
+    launch_items<check_index_kernel>(idx.numel(), idx.data<int64_t>(), ii, a.size, a.wrap, fault);
+    CUDA_LAUNCH_CHECK();
+    return;
   }
   Iter it = iter_over(o.shape);
   set_strides(it, 0, op.kind == OpKind::gather ? idx.strides : index_along(idx, o.shape, a.axis));
   set_strides(it, 1, x.strides);
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
-    launch(gather_kernel<U>, o.numel(), o.data<U>(), x.data<U>(), idx.data<int64_t>(), it, a.axis,
-           a.size, a.wrap, fault);
+    launch_items<gather_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), idx.data<int64_t>(), it,
+                                   a.axis, a.size, a.wrap, fault);
+    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -341,44 +327,39 @@ void scatter_like(const Op& op, In in, const Array& o) {
     const size_t bytes = static_cast<size_t>(o.numel()) * sizeof(unsigned long long);
     auto* claim = static_cast<unsigned long long*>(ctx().workspace(bytes));
     CUDA_CHECK(cudaMemsetAsync(claim, 0, bytes, ctx().stream));
-    launch(scatter_claim_kernel, n, claim, idx.data<int64_t>(), it, a.axis, a.size, a.wrap, fault);
+    launch_items<scatter_claim_kernel>(n, claim, idx.data<int64_t>(), it, a.axis, a.size, a.wrap,
+                                       fault);
+    CUDA_LAUNCH_CHECK();
     visit_size(o.dtype, [&](auto tag) {
       using U = decltype(tag);
-      launch(scatter_write_kernel<U>, n, o.data<U>(), src.data<U>(),
-             static_cast<const unsigned long long*>(claim), idx.data<int64_t>(), it, a.axis, a.size,
-             a.wrap);
+      launch_items<scatter_write_kernel<U>>(n, o.data<U>(), src.data<U>(),
+                                            static_cast<const unsigned long long*>(claim),
+                                            idx.data<int64_t>(), it, a.axis, a.size, a.wrap);
+      CUDA_LAUNCH_CHECK();
     });
   } else {
     visit(o.dtype, [&](auto tag) {
       using T = decltype(tag);
-      launch(scatter_add_kernel<T>, n, o.data<T>(), src.data<T>(), idx.data<int64_t>(), it, a.axis,
-             a.size, a.wrap, fault);
+      launch_items<scatter_add_kernel<T>>(n, o.data<T>(), src.data<T>(), idx.data<int64_t>(), it,
+                                          a.axis, a.size, a.wrap, fault);
+      CUDA_LAUNCH_CHECK();
     });
   }
 }
 
 void assign_strided(const Op& op, In in, const Array& o) {
   const Array &x = in[0], &value = in[1];
-  const int64_t base = op.ints[0];
-  const Shape strides(op.ints.begin() + 1, op.ints.end());
-  if (strides.size() != value.shape.size())
-    fail("assign_strided: ", strides.size(), " strides for a value of ", value.shape.size(),
-         " dimensions");
+  const AssignStridedAttrs a = AssignStridedAttrs::from_op(op);
+  a.check_view(value.shape, o.numel());
   copy_to_contiguous(x, o);
   if (value.numel() == 0) return;
-  int64_t last = base;
-  for (size_t d = 0; d < strides.size(); ++d) {
-    if (strides[d] < 0) fail("assign_strided: negative stride ", strides[d]);
-    last += (value.shape[d] - 1) * strides[d];
-  }
-  if (base < 0 || last >= o.numel())
-    fail("assign_strided: view [", base, ", ", last, "] lies outside ", o.numel(), " elements");
   Iter it = iter_over(value.shape);
   set_strides(it, 0, value.strides);
-  set_strides(it, 1, strides);
+  set_strides(it, 1, a.strides);
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
-    launch(assign_kernel<U>, value.numel(), o.data<U>(), value.data<U>(), it, base);
+    launch_items<assign_kernel<U>>(value.numel(), o.data<U>(), value.data<U>(), it, a.offset);
+    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -386,7 +367,7 @@ void assign_strided(const Op& op, In in, const Array& o) {
 constexpr size_t kMaxPitch = size_t{1} << 31;
 
 void concat(const Op& op, In in, const Array& o) {
-  const size_t axis = static_cast<size_t>(op.ints[0]);
+  const size_t axis = static_cast<size_t>(ConcatAttrs::from_op(op).axis);
   int64_t inner = 1;
   for (size_t d = axis + 1; d < o.shape.size(); ++d) inner *= o.shape[d];
   const int64_t pitch = o.shape[axis] * inner;
@@ -410,7 +391,8 @@ void concat(const Op& op, In in, const Array& o) {
         set_strides(it, 0, x.strides);
         visit_size(o.dtype, [&](auto tag) {
           using U = decltype(tag);
-          launch(concat_kernel<U>, n, reinterpret_cast<U*>(dst), x.data<U>(), it, row, pitch);
+          launch_items<concat_kernel<U>>(n, reinterpret_cast<U*>(dst), x.data<U>(), it, row, pitch);
+          CUDA_LAUNCH_CHECK();
         });
       }
     }
@@ -435,41 +417,45 @@ U pad_bits(double v, DType dtype) {
 }
 
 void pad(const Op& op, const Array& x, const Array& o) {
-  const bool reflect = op.ints[0] == 1;
+  const PadAttrs a = PadAttrs::from_op(op);
   Iter it = iter_over(o.shape);
   set_strides(it, 0, x.strides);
   set_strides(it, 1, x.shape);
-  for (size_t d = 0; d < o.shape.size(); ++d) it.st[2][d] = op.ints[1 + 2 * d];
+  for (size_t d = 0; d < o.shape.size(); ++d) it.st[2][d] = a.before[d];
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
-    launch(pad_kernel<U>, o.numel(), o.data<U>(), x.data<U>(), it, reflect,
-           pad_bits<U>(op.reals[0], o.dtype));
+    launch_items<pad_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), it, a.reflect,
+                                pad_bits<U>(a.value, o.dtype));
+    CUDA_LAUNCH_CHECK();
   });
 }
 
 void flip(const Op& op, const Array& x, const Array& o) {
   Iter it = iter_over(x.shape);
   set_strides(it, 0, x.strides);
-  for (int64_t a : op.ints) it.st[1][a] = 1;
+  for (int64_t a : FlipAttrs::from_op(op).axes) it.st[1][a] = 1;
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
-    launch(flip_kernel<U>, o.numel(), o.data<U>(), x.data<U>(), it);
+    launch_items<flip_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), it);
+    CUDA_LAUNCH_CHECK();
   });
 }
 
 void triangle(const Op& op, const Array& x, const Array& o) {
+  const int64_t k = TriangleAttrs::from_op(op).k;
   Iter it = iter_over(x.shape);
   set_strides(it, 0, x.strides);
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
-    launch(triangle_kernel<U>, o.numel(), o.data<U>(), x.data<U>(), it, op.kind == OpKind::tril,
-           op.ints[0]);
+    launch_items<triangle_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), it,
+                                     op.kind == OpKind::tril, k);
+    CUDA_LAUNCH_CHECK();
   });
 }
 
 }  // namespace
 
-void indexing(const Op& op, In in, Out out) {
+void run_indexing(const Op& op, In in, Out out) {
   const Array& o = out[0];
   switch (op.kind) {
     case OpKind::index_select:

@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "cuda/channel_sums.cuh"
+#include "cuda/families.cuh"
+#include "kernels/loss.h"
 
 namespace crisp::cuda {
 
@@ -108,10 +110,12 @@ __global__ void nll_backward_kernel(int64_t n, Nll<T> f, const T* g, bool per_el
 
 }  // namespace
 
-void nll_loss(const Op& op, In in, Out out) {
+void run_loss(const Op& op, In in, Out out) {
   ContiguousInputs d(in);
-  const bool prob = op.ints[0] != 0, has_w = op.ints[3] != 0;
-  const int64_t ignore = op.ints[1], reduction = op.ints[2];
+  const NllAttrs attrs = NllAttrs::from_op(op);
+  const bool prob = attrs.prob_target, has_w = attrs.has_weight;
+  const int64_t ignore = attrs.ignore_index;
+  const Reduction reduction = attrs.reduction;
   const bool backward = op.kind == OpKind::nll_loss_backward;
   const size_t base = backward ? 1 : 0;  // the backward's inputs start with the gradient
   const Array& logp = d[base];
@@ -126,7 +130,7 @@ void nll_loss(const Op& op, In in, Out out) {
              C,
              S,
              ignore,
-             op.reals[0],
+             attrs.label_smoothing,
              nullptr};
     if (!backward) {
       if (!prob)
@@ -134,16 +138,18 @@ void nll_loss(const Op& op, In in, Out out) {
           return detail::cat("target ", v, " is out of range for ", C, " classes (ignore_index is ",
                              ignore, ")");
         });
-      if (reduction == 0)
-        launch(nll_none_kernel<T>, N * S, f, out[0].data<T>());
-      else
-        channel_sums(N, 1, S, f, StoreReduced<T>{out[0].data<T>(), reduction == 1});
+      if (reduction == Reduction::none) {
+        launch_items<nll_none_kernel<T>>(N * S, f, out[0].data<T>());
+        CUDA_LAUNCH_CHECK();
+      } else {
+        channel_sums(N, 1, S, f, StoreReduced<T>{out[0].data<T>(), reduction == Reduction::mean});
+      }
       return;
     }
     Buffer den_buf;
     const double* den_dev = nullptr;
     double den = 1;
-    if (reduction == 1) {
+    if (reduction == Reduction::mean) {
       if (prob) {
         den = static_cast<double>(N * S);
       } else {
@@ -152,8 +158,10 @@ void nll_loss(const Op& op, In in, Out out) {
         den_dev = den_buf.as<double>();
       }
     }
-    launch(nll_backward_kernel<T>, N * C * S, f, d.ptr<T>(0), reduction == 0, den_dev, den,
-           out[0].data<T>(), prob ? out[1].data<T>() : nullptr);
+    launch_items<nll_backward_kernel<T>>(N * C * S, f, d.ptr<T>(0), reduction == Reduction::none,
+                                         den_dev, den, out[0].data<T>(),
+                                         prob ? out[1].data<T>() : nullptr);
+    CUDA_LAUNCH_CHECK();
   });
 }
 

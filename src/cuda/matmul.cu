@@ -8,35 +8,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <vector>
 
+#include "cuda/families.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/map.cuh"
+#include "kernels/matmul.h"
 
 namespace crisp::cuda {
 
 namespace {
-
-// How BLAS can read a rows x cols matrix with strides (rs, cs) without a copy: `trans` when it
-// is stored column-major.
-struct GemmLayout {
-  bool trans;
-  int64_t ld;
-};
-
-std::optional<GemmLayout> gemm_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  // A size-1 dimension's stride is never used; pick the one that makes the layout valid.
-  if (cs == 1 || cols == 1) {
-    const int64_t ld = rows == 1 ? std::max<int64_t>(cols, 1) : rs;
-    if (ld >= std::max<int64_t>(cols, 1)) return GemmLayout{false, ld};
-  }
-  if (rs == 1 || rows == 1) {
-    const int64_t ld = cols == 1 ? std::max<int64_t>(rows, 1) : cs;
-    if (ld >= std::max<int64_t>(rows, 1)) return GemmLayout{true, ld};
-  }
-  return std::nullopt;
-}
 
 // The batch axes of a and b over out's batch shape, merged where both allow: a strided batch
 // is then one library call per index of all but the last merged axis.
@@ -539,15 +520,16 @@ void matmul_loops(const Array& a, const Array& b, const Array& out) {
   if (total == 0) return;
   const Shape bshape(out.shape.begin(), out.shape.begin() + static_cast<int64_t>(nb));
   const Strided sa = batch_strided(a, bshape), sb = batch_strided(b, bshape);
-  matmul_int<T><<<grid_for(total), kBlock, 0, ctx().stream>>>(
-      static_cast<const T*>(a.storage->data), static_cast<const T*>(b.storage->data), out.data<T>(),
-      sa, sb, m, k, n, a.strides[nb], a.strides[nb + 1], b.strides[nb], b.strides[nb + 1], total);
+  launch<matmul_int<T>>(grid_for(total), kBlock, 0, ctx().stream,
+                        static_cast<const T*>(a.storage->data),
+                        static_cast<const T*>(b.storage->data), out.data<T>(), sa, sb, m, k, n,
+                        a.strides[nb], a.strides[nb + 1], b.strides[nb], b.strides[nb + 1], total);
   CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-void linalg(const Op& op, In in, Out out) {
+void run_matmul(const Op& op, In in, Out out) {
   if (op.kind != OpKind::matmul) unsupported(op, in[0].dtype);
   const Array &a = in[0], &b = in[1], &o = out[0];
   const Array* bias = in.size() > 2 ? &in[2] : nullptr;

@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "cuda/channel_sums.cuh"
+#include "cuda/families.cuh"
+#include "kernels/norm.h"
 
 namespace crisp::cuda {
 
@@ -125,15 +127,14 @@ struct StoreBoth {
 template <class T>
 void row_norm(const Op& op, const ContiguousInputs& d, Out out) {
   const bool group = op.kind == OpKind::group_norm, center = op.kind != OpKind::rms_norm;
-  const int64_t G = group ? op.ints[0] : 1;
-  const bool has_w = op.ints[group ? 1 : 0] != 0;
-  const bool has_b = op.kind != OpKind::rms_norm && op.ints[group ? 2 : 1] != 0;
+  const RowNormAttrs a = RowNormAttrs::from_op(op);
+  const int64_t G = a.groups;
   const Array& x = d[0];
-  const T* w = has_w ? d.ptr<T>(1) : nullptr;
-  const T* b = has_b ? d.ptr<T>(1 + has_w) : nullptr;
+  const T* w = a.has_w ? d.ptr<T>(1) : nullptr;
+  const T* b = a.has_b ? d.ptr<T>(1 + a.has_w) : nullptr;
   T* mean = center ? out[1].data<T>() : nullptr;
   T* rstd = out[center ? 2 : 1].data<T>();
-  const double eps = op.reals[0];
+  const double eps = a.eps;
   int64_t R, L;
   if (group) {
     const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
@@ -147,11 +148,13 @@ void row_norm(const Op& op, const ContiguousInputs& d, Out out) {
   const int threads = row_threads(L);
   if (group) {
     const GroupChan chan{G, x.shape[1] / G, x.shape[2]};
-    rows_forward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
-        x.data<T>(), R, L, true, eps, w, b, chan, out[0].data<T>(), mean, rstd);
+    launch<rows_forward_kernel<T, GroupChan>>(row_blocks(R), threads, 0, ctx().stream, x.data<T>(),
+                                              R, L, true, eps, w, b, chan, out[0].data<T>(), mean,
+                                              rstd);
   } else {
-    rows_forward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
-        x.data<T>(), R, L, center, eps, w, b, PlainChan{}, out[0].data<T>(), mean, rstd);
+    launch<rows_forward_kernel<T, PlainChan>>(row_blocks(R), threads, 0, ctx().stream, x.data<T>(),
+                                              R, L, center, eps, w, b, PlainChan{},
+                                              out[0].data<T>(), mean, rstd);
   }
   CUDA_LAUNCH_CHECK();
 }
@@ -161,13 +164,13 @@ void row_norm_backward(const Op& op, const ContiguousInputs& d, Out out) {
   // inputs: grad, x, [mean,] rstd[, w]; outputs: dx[, dw[, db]]
   const bool group = op.kind == OpKind::group_norm_backward;
   const bool center = op.kind != OpKind::rms_norm_backward;
-  const int64_t G = group ? op.ints[0] : 1;
-  const bool has_w = op.ints[group ? 1 : 0] != 0;
+  const RowNormBackwardAttrs a = RowNormBackwardAttrs::from_op(op);
+  const int64_t G = a.groups;
   const Array& x = d[1];
   const T* g = d.ptr<T>(0);
   const T* mean = center ? d.ptr<T>(2) : nullptr;
   const T* rstd = d.ptr<T>(center ? 3 : 2);
-  const T* w = has_w ? d.ptr<T>(center ? 4 : 3) : nullptr;
+  const T* w = a.has_w ? d.ptr<T>(center ? 4 : 3) : nullptr;
   T* dw = out.size() > 1 ? out[1].data<T>() : nullptr;
   T* db = out.size() > 2 ? out[2].data<T>() : nullptr;
   int64_t R, L, N = 0, C = 0, S = 0;
@@ -184,11 +187,13 @@ void row_norm_backward(const Op& op, const ContiguousInputs& d, Out out) {
   if (R > 0 && L > 0) {
     const int threads = row_threads(L);
     if (group) {
-      rows_backward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
-          g, x.data<T>(), mean, rstd, R, L, true, w, GroupChan{G, C / G, S}, out[0].data<T>());
+      launch<rows_backward_kernel<T, GroupChan>>(row_blocks(R), threads, 0, ctx().stream, g,
+                                                 x.data<T>(), mean, rstd, R, L, true, w,
+                                                 GroupChan{G, C / G, S}, out[0].data<T>());
     } else {
-      rows_backward_kernel<T><<<row_blocks(R), threads, 0, ctx().stream>>>(
-          g, x.data<T>(), mean, rstd, R, L, center, w, PlainChan{}, out[0].data<T>());
+      launch<rows_backward_kernel<T, PlainChan>>(row_blocks(R), threads, 0, ctx().stream, g,
+                                                 x.data<T>(), mean, rstd, R, L, center, w,
+                                                 PlainChan{}, out[0].data<T>());
     }
     CUDA_LAUNCH_CHECK();
   }
@@ -376,11 +381,13 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
                                              : Packs::none;
   const unsigned grid = grid_for(packs != Packs::none ? n / 4 : n);
   if (n < (int64_t{1} << 31)) {
-    channel_affine_kernel<T, Grad, int><<<grid, kBlock, 0, ctx().stream>>>(
-        static_cast<int>(n), DivBy<int>(C), DivBy<int>(S), packs, x, g, fwd, relu, coef, out);
+    launch<channel_affine_kernel<T, Grad, int>>(grid, kBlock, 0, ctx().stream, static_cast<int>(n),
+                                                DivBy<int>(C), DivBy<int>(S), packs, x, g, fwd,
+                                                relu, coef, out);
   } else {
-    channel_affine_kernel<T, Grad, int64_t><<<grid, kBlock, 0, ctx().stream>>>(
-        n, DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x, g, fwd, relu, coef, out);
+    launch<channel_affine_kernel<T, Grad, int64_t>>(grid, kBlock, 0, ctx().stream, n,
+                                                    DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x,
+                                                    g, fwd, relu, coef, out);
   }
   CUDA_LAUNCH_CHECK();
 }
@@ -484,49 +491,50 @@ void batch_norm_op(const Op& op, const ContiguousInputs& d, Out out) {
         store.rv = d.ptr<P>(2);
         store.new_rm = out[2].data<P>();
         store.new_rv = out[3].data<P>();
-        store.momentum = op.reals[0];
+        store.momentum = BatchNormStatsAttrs::from_op(op).momentum;
       }
       return channel_sums<true>(N, C, S, ShiftedMoments<T>{x.data<T>(), C, S}, store,
                                 pack_aligned<T>(x.data<T>()));
     }
     case OpKind::batch_norm: {
-      const bool has_w = op.ints[0] != 0, has_b = op.ints[1] != 0;
+      const BatchNormAttrs a = BatchNormAttrs::from_op(op);
       const Array& x = d[0];
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
       if (x.numel() == 0) return;
       Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
-      launch(batch_norm_coef_kernel<T, P>, C, d.ptr<P>(1), d.ptr<P>(2),
-             has_w ? d.ptr<P>(3) : nullptr, has_b ? d.ptr<P>(3 + has_w) : nullptr, op.reals[0],
-             coef.as<Coef<acc_t<T>>>());
-      const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
-      return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, nullptr, relu,
+      launch_items<batch_norm_coef_kernel<T, P>>(
+          C, d.ptr<P>(1), d.ptr<P>(2), a.has_w ? d.ptr<P>(3) : nullptr,
+          a.has_b ? d.ptr<P>(3 + a.has_w) : nullptr, a.eps, coef.as<Coef<acc_t<T>>>());
+      CUDA_LAUNCH_CHECK();
+      return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, nullptr, a.relu,
                                       coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
     case OpKind::batch_norm_backward: {
       // inputs: grad, x, mean, var[, w][, b]; outputs: dx, dw, db
-      const bool training = op.ints[0] != 0, has_w = op.ints[1] != 0;
-      const bool relu = op.ints.size() > 2 && op.ints[2] != 0;
-      const bool has_b = op.ints.size() > 3 && op.ints[3] != 0;
+      const BatchNormBackwardAttrs a = BatchNormBackwardAttrs::from_op(op);
       const Array& x = d[1];
       const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
       if (C == 0) return;
-      const double eps = op.reals[0];
+      const double eps = a.eps;
       Buffer coef(static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>));
       const P *mean = d.ptr<P>(2), *var = d.ptr<P>(3);
-      const P* w = has_w ? d.ptr<P>(4) : nullptr;
+      const P* w = a.has_w ? d.ptr<P>(4) : nullptr;
       // batch_norm_relu: the forward's coefficients, to know where its output was positive.
-      Buffer fwd_coef(relu ? static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>) : 0);
+      Buffer fwd_coef(a.relu ? static_cast<size_t>(C) * sizeof(Coef<acc_t<T>>) : 0);
       const Coef<acc_t<T>>* fwd = nullptr;
-      if (relu) {
-        launch(batch_norm_coef_kernel<T, P>, C, mean, var, w,
-               has_b ? d.ptr<P>(4 + (has_w ? 1 : 0)) : nullptr, eps, fwd_coef.as<Coef<acc_t<T>>>());
+      if (a.relu) {
+        launch_items<batch_norm_coef_kernel<T, P>>(C, mean, var, w,
+                                                   a.has_b ? d.ptr<P>(4 + a.has_w) : nullptr, eps,
+                                                   fwd_coef.as<Coef<acc_t<T>>>());
+        CUDA_LAUNCH_CHECK();
         fwd = fwd_coef.as<Coef<acc_t<T>>>();
       }
-      channel_sums<true>(
-          N, C, S, BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S, fwd},
-          StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var, w, eps,
-                                   static_cast<double>(N * S), training, coef.as<Coef<acc_t<T>>>()},
-          pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()));
+      channel_sums<true>(N, C, S,
+                         BatchNormGradTerm<T, P>{d.ptr<T>(0), x.data<T>(), mean, C, S, fwd},
+                         StoreBatchNormGrad<T, P>{out[1].data<P>(), out[2].data<P>(), mean, var, w,
+                                                  eps, static_cast<double>(N * S), a.training,
+                                                  coef.as<Coef<acc_t<T>>>()},
+                         pack_aligned<T>(d.ptr<T>(0)) && pack_aligned<T>(x.data<T>()));
       return channel_affine<T, true>(N, C, S, x.data<T>(), d.ptr<T>(0), fwd, false,
                                      coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
@@ -550,7 +558,7 @@ void batch_norm_any(const Op& op, const ContiguousInputs& d, Out out) {
 
 }  // namespace
 
-void norm(const Op& op, In in, Out out) {
+void run_norm(const Op& op, In in, Out out) {
   ContiguousInputs d(in);
   visit_float(in[0].dtype, op_name(op.kind), [&](auto tag) {
     using T = decltype(tag);

@@ -3,7 +3,9 @@
 // One launch updates many parameters: a model's dozens of small tensors would otherwise cost a
 // launch each, longer than their memory traffic.
 #include "cuda/common.cuh"
+#include "cuda/families.cuh"
 #include "cuda/map.cuh"
+#include "kernels/optim.h"
 
 namespace crisp::cuda {
 
@@ -198,74 +200,78 @@ void update(const M& math, const std::vector<ParamOperands>& params) {
   flush();
 }
 
+// The update's arithmetic in S from the op's attributes, and every parameter updated with it.
 template <class P, class S>
-void route(const Op& op, const std::vector<ParamOperands>& params) {
-  auto real = [&](size_t i) { return static_cast<S>(op.reals.at(i)); };
+void route(const Op& op, In in, Out out) {
   switch (op.kind) {
     case OpKind::sgd_step: {
+      const SgdStepAttrs a = SgdStepAttrs::from_op(op);
+      const auto params = optim_operands(op, a.params, in, out);
       SgdMath<S> m{};
-      m.momentum_on = op.ints.at(0) != 0;
-      m.nesterov = op.ints.at(1) != 0;
-      m.sign = op.ints.at(2) ? S(-1) : S(1);
+      m.momentum_on = a.has_momentum;
+      m.nesterov = a.nesterov;
+      m.sign = a.maximize ? S(-1) : S(1);
       m.has_buf = params[0].in.size() > 2;
-      m.neg_lr = -real(0);
-      m.mom = real(1);
-      m.keep = static_cast<S>(1 - op.reals.at(2));
-      m.w = real(3);
-      m.decay = op.reals.at(3) != 0;
+      m.neg_lr = -static_cast<S>(a.lr);
+      m.mom = static_cast<S>(a.momentum);
+      m.keep = static_cast<S>(1 - a.dampening);
+      m.w = static_cast<S>(a.weight_decay);
+      m.decay = a.weight_decay != 0;
       return update<P, S>(m, params);
     }
     case OpKind::adam_step: {
+      const AdamStepAttrs a = AdamStepAttrs::from_op(op);
+      const auto params = optim_operands(op, a.params, in, out);
       AdamMath<S> m{};
-      m.amsgrad = op.ints.at(0) != 0;
-      m.sign = op.ints.at(1) ? S(-1) : S(1);
-      m.decoupled = op.ints.at(2) != 0;
-      const double lr = op.reals.at(0), beta1 = op.reals.at(1), beta2 = op.reals.at(2),
-                   wd = op.reals.at(4);
-      m.b1 = static_cast<S>(beta1);
-      m.c1 = static_cast<S>(1 - beta1);
-      m.b2 = static_cast<S>(beta2);
-      m.c2 = static_cast<S>(1 - beta2);
-      m.e = real(3);
-      m.w = static_cast<S>(wd);
-      m.l2 = !m.decoupled && wd != 0;
-      m.shrink = static_cast<S>(1 - lr * wd);
-      m.neg_step = -real(5);
-      m.bc2 = real(6);
+      m.amsgrad = a.amsgrad;
+      m.sign = a.maximize ? S(-1) : S(1);
+      m.decoupled = a.decoupled;
+      m.b1 = static_cast<S>(a.beta1);
+      m.c1 = static_cast<S>(1 - a.beta1);
+      m.b2 = static_cast<S>(a.beta2);
+      m.c2 = static_cast<S>(1 - a.beta2);
+      m.e = static_cast<S>(a.eps);
+      m.w = static_cast<S>(a.weight_decay);
+      m.l2 = !m.decoupled && a.weight_decay != 0;
+      m.shrink = static_cast<S>(1 - a.lr * a.weight_decay);
+      m.neg_step = -static_cast<S>(a.step_size);
+      m.bc2 = static_cast<S>(a.bc2_sqrt);
       return update<P, S>(m, params);
     }
     case OpKind::rmsprop_step: {
+      const RmspropStepAttrs a = RmspropStepAttrs::from_op(op);
+      const auto params = optim_operands(op, a.params, in, out);
       RmspropMath<S> m{};
-      m.centered = op.ints.at(0) != 0;
-      m.momentum_on = op.ints.at(1) != 0;
-      m.sign = op.ints.at(2) ? S(-1) : S(1);
-      m.neg_lr = -real(0);
-      m.a = real(1);
-      m.c = static_cast<S>(1 - op.reals.at(1));
-      m.e = real(2);
-      m.w = real(3);
-      m.decay = op.reals.at(3) != 0;
-      m.mom = real(4);
+      m.centered = a.centered;
+      m.momentum_on = a.has_momentum;
+      m.sign = a.maximize ? S(-1) : S(1);
+      m.neg_lr = -static_cast<S>(a.lr);
+      m.a = static_cast<S>(a.alpha);
+      m.c = static_cast<S>(1 - a.alpha);
+      m.e = static_cast<S>(a.eps);
+      m.w = static_cast<S>(a.weight_decay);
+      m.decay = a.weight_decay != 0;
+      m.mom = static_cast<S>(a.momentum);
       return update<P, S>(m, params);
     }
     default:
-      unsupported(op, params[0].in[0].dtype);
+      unsupported(op, in[0].dtype);
   }
 }
 
 }  // namespace
 
-void optim(const Op& op, In in, Out out) {
-  const auto params = optim_operands(op, in, out);
+void run_optim(const Op& op, In in, Out out) {
+  if (in.empty()) fail(op_name(op.kind), ": expected a parameter and gradient");
   switch (in[0].dtype) {
     case DType::f32:
-      return route<float, float>(op, params);
+      return route<float, float>(op, in, out);
     case DType::f64:
-      return route<double, double>(op, params);
+      return route<double, double>(op, in, out);
     case DType::f16:
-      return route<__half, float>(op, params);
+      return route<__half, float>(op, in, out);
     case DType::bf16:
-      return route<__nv_bfloat16, float>(op, params);
+      return route<__nv_bfloat16, float>(op, in, out);
     default:
       unsupported(op, in[0].dtype);
   }

@@ -5,40 +5,15 @@
 #include <vector>
 
 #include "cuda/channel_sums.cuh"
+#include "cuda/families.cuh"
+#include "kernels/channels_last.h"
+#include "kernels/pool.h"
 
 namespace crisp::cuda {
 
 namespace {
 
 // ---- pooling: 1-, 2- and 3-d windows seen as 3-d ----
-
-struct PoolGeom {
-  int64_t planes = 0;
-  int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1},
-          p[3] = {0, 0, 0}, d[3] = {1, 1, 1};
-  int64_t S = 1, P = 1;
-  bool include_pad = true;
-};
-
-PoolGeom pool_geometry(const Op& op, const Shape& xs, const Shape& ys) {
-  PoolGeom g;
-  const int64_t nd = op.ints[0];
-  const bool is_max = op.kind == OpKind::max_pool || op.kind == OpKind::max_pool_backward;
-  g.planes = xs[0] * xs[1];
-  for (int64_t i = 0; i < nd; ++i) {
-    const size_t j = static_cast<size_t>(3 - nd + i);
-    g.in[j] = xs[static_cast<size_t>(2 + i)];
-    g.out[j] = ys[static_cast<size_t>(2 + i)];
-    g.k[j] = op.ints[static_cast<size_t>(1 + i)];
-    g.s[j] = op.ints[static_cast<size_t>(1 + nd + i)];
-    g.p[j] = op.ints[static_cast<size_t>(1 + 2 * nd + i)];
-    if (is_max) g.d[j] = op.ints[static_cast<size_t>(1 + 3 * nd + i)];
-  }
-  if (!is_max) g.include_pad = op.ints[static_cast<size_t>(1 + 3 * nd)] != 0;
-  g.S = g.in[0] * g.in[1] * g.in[2];
-  g.P = g.out[0] * g.out[1] * g.out[2];
-  return g;
-}
 
 // A pooling geometry in the index type I its kernel computes in (see narrow_indices).
 template <class I>
@@ -198,11 +173,9 @@ template <class T>
 void max_pool(const T* x, T* y, int64_t* idx, const PoolGeom& g, int64_t n) {
   if (n <= 0 || max_pool_unrolled(x, y, idx, g, n)) return;
   if (narrow_indices(g))
-    max_pool_kernel<T, int><<<grid_for(n), kBlock, 0, ctx().stream>>>(static_cast<int>(n), x, y,
-                                                                      idx, PoolIndex<int>(g));
+    launch_items<max_pool_kernel<T, int>>(n, x, y, idx, PoolIndex<int>(g));
   else
-    max_pool_kernel<T, int64_t>
-        <<<grid_for(n), kBlock, 0, ctx().stream>>>(n, x, y, idx, PoolIndex<int64_t>(g));
+    launch_items<max_pool_kernel<T, int64_t>>(n, x, y, idx, PoolIndex<int64_t>(g));
   CUDA_LAUNCH_CHECK();
 }
 
@@ -215,7 +188,7 @@ __device__ inline int64_t avg_divisor(const PoolGeom& g, const int64_t* o) {
     padded *= hi - lo;
     inside *= (hi < g.in[j] ? hi : g.in[j]) - (lo > 0 ? lo : 0);
   }
-  return g.include_pad ? padded : inside;
+  return g.count_include_pad ? padded : inside;
 }
 
 template <class T>
@@ -436,9 +409,9 @@ bool max_pool_backward_tiled(const T* g, const int64_t* idx, T* dx, const PoolGe
                  DivBy<int>(TW),
                  AW::S == 2 && geo.in[2] % 2 == 0 &&
                      reinterpret_cast<uintptr_t>(dx) % (2 * sizeof(T)) == 0};
-      max_pool_backward_tiled_kernel<T, H, AW>
-          <<<static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, ctx().stream>>>(
-              static_cast<int>(n), g, idx, dx, t);
+      launch<max_pool_backward_tiled_kernel<T, H, AW>>(
+          static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, ctx().stream,
+          static_cast<int>(n), g, idx, dx, t);
       CUDA_LAUNCH_CHECK();
     };
     if (one_d)
@@ -454,13 +427,11 @@ void pool_backward(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo, i
   if constexpr (Max) {
     if (max_pool_backward_tiled(g, idx, dx, geo)) return;
   }
-  if (narrow_indices(geo)) {
-    pool_backward_kernel<T, Max, int><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-        static_cast<int>(n), g, idx, dx, PoolIndex<int>(geo), geo);
-  } else {
-    pool_backward_kernel<T, Max, int64_t>
-        <<<grid_for(n), kBlock, 0, ctx().stream>>>(n, g, idx, dx, PoolIndex<int64_t>(geo), geo);
-  }
+  if (narrow_indices(geo))
+    launch_items<pool_backward_kernel<T, Max, int>>(n, g, idx, dx, PoolIndex<int>(geo), geo);
+  else
+    launch_items<pool_backward_kernel<T, Max, int64_t>>(n, g, idx, dx, PoolIndex<int64_t>(geo),
+                                                        geo);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -595,7 +566,7 @@ __global__ void max_pool_nhwc_backward_kernel(I n, const T* g, const int64_t* id
 
 // Max pooling and its gradient stored channels-last (2-d only): inputs made channels-last first.
 void max_pool_channels_last(const Op& op, In in, Out out) {
-  if (op.ints[0] != 2) fail("channels-last max pooling is 2-d");
+  if (PoolAttrs::from_op(op).nd != 2) fail("channels-last max pooling is 2-d");
   const std::vector<int64_t> to_logical = channels_first_order(4);
   Buffer keep0, keep1;
   const bool fwd = op.kind == OpKind::max_pool;
@@ -609,13 +580,11 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
   visit_float(out[0].dtype, op_name(op.kind), [&](auto tag) {
     using T = decltype(tag);
     auto run = [&]<class I>(I) {
-      const I count = static_cast<I>(n);
       const DivBy<I> by_C(static_cast<I>(C));
       auto go = [&]<int K>() {
         if (fwd) {
-          max_pool_nhwc_kernel<T, I, K><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-              count, a.data<T>(), out[0].data<T>(), out[1].data<int64_t>(), by_C,
-              PoolIndex<I>(geo));
+          launch_items<max_pool_nhwc_kernel<T, I, K>>(
+              n, a.data<T>(), out[0].data<T>(), out[1].data<int64_t>(), by_C, PoolIndex<I>(geo));
         } else {
           const Array idx = channels_last_storage(in[1], keep1);
           const T* gp = a.data<T>();
@@ -623,12 +592,11 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
           T* dp = out[0].data<T>();
           if (C % 4 == 0 && pack_aligned<T>(gp) && pack_aligned<T>(dp) &&
               reinterpret_cast<uintptr_t>(ip) % 16 == 0) {
-            max_pool_nhwc_backward_kernel<T, I, K, 4><<<grid_for(n / 4), kBlock, 0, ctx().stream>>>(
-                static_cast<I>(n / 4), gp, ip, dp, DivBy<I>(static_cast<I>(C / 4)),
-                PoolIndex<I>(geo));
+            launch_items<max_pool_nhwc_backward_kernel<T, I, K, 4>>(
+                n / 4, gp, ip, dp, DivBy<I>(static_cast<I>(C / 4)), PoolIndex<I>(geo));
           } else {
-            max_pool_nhwc_backward_kernel<T, I, K, 1><<<grid_for(n), kBlock, 0, ctx().stream>>>(
-                count, gp, ip, dp, by_C, PoolIndex<I>(geo));
+            launch_items<max_pool_nhwc_backward_kernel<T, I, K, 1>>(n, gp, ip, dp, by_C,
+                                                                    PoolIndex<I>(geo));
           }
         }
         CUDA_LAUNCH_CHECK();
@@ -650,7 +618,7 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
 
 }  // namespace
 
-void pool(const Op& op, In in, Out out) {
+void run_pool(const Op& op, In in, Out out) {
   if (stores_channels_last(op)) return max_pool_channels_last(op, in, out);
   ContiguousInputs d(in);
   visit_float(in[0].dtype, op_name(op.kind), [&](auto tag) {
@@ -663,8 +631,10 @@ void pool(const Op& op, In in, Out out) {
       }
       case OpKind::avg_pool: {
         const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
-        return launch(avg_pool_kernel<T>, out[0].numel(), d.ptr<T>(0), out[0].data<T>(),
-                      PoolIndex<int64_t>(g), g);
+        launch_items<avg_pool_kernel<T>>(out[0].numel(), d.ptr<T>(0), out[0].data<T>(),
+                                         PoolIndex<int64_t>(g), g);
+        CUDA_LAUNCH_CHECK();
+        return;
       }
       case OpKind::max_pool_backward: {
         const PoolGeom g = pool_geometry(op, out[0].shape, d[0].shape);

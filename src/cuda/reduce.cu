@@ -5,7 +5,9 @@
 #include <limits>
 #include <vector>
 
+#include "cuda/families.cuh"
 #include "cuda/map.cuh"
+#include "kernels/reduce.h"
 
 namespace crisp::cuda {
 
@@ -120,48 +122,34 @@ struct ExpSumR {
   }
 };
 
-// ---- the plan: kept axes (the output's, in order) and reduced axes, each merged ----
+// ---- the plan (kernels/reduce.h), as kernel parameters ----
 
 struct Plan {
   Strided keep{}, red{};  // keep carries x's offset
   int64_t n_out = 1, n_red = 1;
 };
 
-void push_merged(Strided& s, int64_t n, int64_t st) {
-  if (n == 1) return;
-  if (s.nd > 0 && s.strides[s.nd - 1] == st * n && s.shape[s.nd - 1] != 0 && n != 0) {
-    s.shape[s.nd - 1] *= n;
-    s.strides[s.nd - 1] = st;
-    return;
-  }
-  if (s.nd == kMaxDims)
+Strided strided_axes(const Shape& shape, const Shape& strides) {
+  if (shape.size() > static_cast<size_t>(kMaxDims))
     fail("arrays of more than ", kMaxDims, " dimensions are not supported on CUDA");
-  s.shape[s.nd] = n;
-  s.strides[s.nd] = st;
-  ++s.nd;
+  Strided s{};
+  s.nd = static_cast<int>(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) {
+    s.shape[d] = shape[d];
+    s.strides[d] = strides[d];
+  }
+  return s;
 }
 
 Plan make_plan(const Array& x, const std::vector<int64_t>& axes) {
+  const ReducePlan rp = reduce_plan(x, axes);
   Plan p;
-  std::vector<bool> reduced(static_cast<size_t>(x.ndim()), false);
-  for (int64_t a : axes) reduced[static_cast<size_t>(a)] = true;
-  // Reduced axes in decreasing stride order, as the CPU orders them (argmax positions count in
-  // this order).
-  std::vector<size_t> rorder;
-  for (size_t d = 0; d < reduced.size(); ++d) {
-    if (reduced[d])
-      rorder.push_back(d);
-    else
-      push_merged(p.keep, x.shape[d], x.strides[d]);
-  }
-  std::stable_sort(rorder.begin(), rorder.end(), [&](size_t a, size_t b) {
-    return std::abs(x.strides[a]) > std::abs(x.strides[b]);
-  });
-  for (size_t d : rorder) push_merged(p.red, x.shape[d], x.strides[d]);
+  p.keep = strided_axes(rp.keep, rp.keep_strides);
+  p.red = strided_axes(rp.red, rp.red_strides);
   p.keep.offset = x.offset;
   p.red.offset = 0;
-  for (int d = 0; d < p.keep.nd; ++d) p.n_out *= p.keep.shape[d];
-  for (int d = 0; d < p.red.nd; ++d) p.n_red *= p.red.shape[d];
+  p.n_out = rp.n_out;
+  p.n_red = rp.n_red;
   return p;
 }
 
@@ -287,8 +275,8 @@ void run_reducer(const R& r, const Array& x, O* out, const std::vector<int64_t>&
   }
   CUDA_LAUNCH_CHECK();
   if (slices > 1) {
-    combine_parts<O, R><<<grid_for(p.n_out), kBlock, 0, c.stream>>>(out, parts.as<A>(), r, p.n_out,
-                                                                    static_cast<int>(slices));
+    launch<combine_parts<O, R>>(grid_for(p.n_out), kBlock, 0, c.stream, out, parts.as<A>(), r,
+                                p.n_out, static_cast<int>(slices));
     CUDA_LAUNCH_CHECK();
   }
 }
@@ -302,7 +290,7 @@ struct NonZero {
 
 }  // namespace
 
-void reduce(const Op& op, In in, Out out) {
+void run_reduce(const Op& op, In in, Out out) {
   const Array& x = in[0];
   const Array& y = out[0];
   const std::vector<int64_t>& axes = op.ints;

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "core/tensor_impl.h"
-#include "cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "crisp/data.h"
 
 namespace crisp::data {
@@ -117,7 +117,7 @@ struct LoaderRun {
   }
 
   void work() {
-    cpu::SerialScope serial;  // the pool's cores belong to the training loop
+    SerialScope serial;  // the pool's cores belong to the training loop
     while (true) {
       size_t b;
       {

@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include "core/tensor_impl.h"
+#include "kernels/optim.h"
 
 namespace crisp::optim {
 
@@ -51,7 +52,7 @@ using Outputs = std::vector<std::vector<Tensor>>;
 
 // Runs the updates as one op per batch of updates that one op can take: on one backend, of one
 // dtype and step, with as many inputs. inputs(u) lists u's checked inputs (p, g, state);
-// op_for(step) is a batch's op without its trailing parameter count; each update has n_state
+// op_for(step, count) is the op of a batch of count updates at step; each update has n_state
 // outputs after its new parameter.
 template <class Inputs, class OpFor>
 Outputs batched(std::span<const Update> updates, size_t n_state, Inputs inputs, OpFor op_for) {
@@ -89,8 +90,7 @@ Outputs batched(std::span<const Update> updates, size_t n_state, Inputs inputs, 
       outs.push_back({p.shape(), p.dtype()});
       for (size_t k = 0; k < n_state; ++k) outs.push_back({p.shape(), state_dtype(p.dtype())});
     }
-    Op op = op_for(b.step);
-    op.ints.push_back(static_cast<int64_t>(b.members.size()));
+    const Op op = op_for(b.step, static_cast<int64_t>(b.members.size()));
     const std::vector<Tensor> out = dispatch(op, b.in, outs);
     auto next = out.begin();
     for (size_t i : b.members) {
@@ -112,10 +112,16 @@ Outputs sgd_step(std::span<const Update> updates, const SGDOptions& o) {
       add_state(in, u.p, u.state[0], "momentum_buffer");
     return in;
   };
-  return batched(updates, momentum ? 1 : 0, inputs, [&](int64_t) {
-    return Op{OpKind::sgd_step,
-              {momentum, o.nesterov, o.maximize},
-              {o.lr, o.momentum, o.dampening, o.weight_decay}};
+  return batched(updates, momentum ? 1 : 0, inputs, [&](int64_t, int64_t count) {
+    return SgdStepAttrs{.has_momentum = momentum,
+                        .nesterov = o.nesterov,
+                        .maximize = o.maximize,
+                        .lr = o.lr,
+                        .momentum = o.momentum,
+                        .dampening = o.dampening,
+                        .weight_decay = o.weight_decay,
+                        .params = count}
+        .to_op(OpKind::sgd_step);
   });
 }
 
@@ -128,14 +134,21 @@ Outputs adam_step(std::span<const Update> updates, const AdamOptions& o, bool de
     if (o.amsgrad) add_state(in, u.p, state_or_zeros(u, 2), "max_exp_avg_sq");
     return in;
   };
-  return batched(updates, o.amsgrad ? 3 : 2, inputs, [&](int64_t step) {
+  return batched(updates, o.amsgrad ? 3 : 2, inputs, [&](int64_t step, int64_t count) {
     // The bias corrections depend only on the step: computed once here, in double, as PyTorch.
     const double s = static_cast<double>(step);
-    const double step_size = o.lr / (1 - std::pow(o.beta1, s));
-    const double bc2_sqrt = std::sqrt(1 - std::pow(o.beta2, s));
-    return Op{OpKind::adam_step,
-              {o.amsgrad, o.maximize, decoupled},
-              {o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, step_size, bc2_sqrt}};
+    return AdamStepAttrs{.amsgrad = o.amsgrad,
+                         .maximize = o.maximize,
+                         .decoupled = decoupled,
+                         .lr = o.lr,
+                         .beta1 = o.beta1,
+                         .beta2 = o.beta2,
+                         .eps = o.eps,
+                         .weight_decay = o.weight_decay,
+                         .step_size = o.lr / (1 - std::pow(o.beta1, s)),
+                         .bc2_sqrt = std::sqrt(1 - std::pow(o.beta2, s)),
+                         .params = count}
+        .to_op(OpKind::adam_step);
   });
 }
 
@@ -149,10 +162,18 @@ Outputs rmsprop_step(std::span<const Update> updates, const RMSpropOptions& o) {
     if (momentum) add_state(in, u.p, state_or_zeros(u, 2), "momentum_buffer");
     return in;
   };
-  return batched(updates, 1 + (o.centered ? 1 : 0) + (momentum ? 1 : 0), inputs, [&](int64_t) {
-    return Op{OpKind::rmsprop_step,
-              {o.centered, momentum, o.maximize},
-              {o.lr, o.alpha, o.eps, o.weight_decay, o.momentum}};
+  const size_t n_state = 1 + (o.centered ? 1 : 0) + (momentum ? 1 : 0);
+  return batched(updates, n_state, inputs, [&](int64_t, int64_t count) {
+    return RmspropStepAttrs{.centered = o.centered,
+                            .has_momentum = momentum,
+                            .maximize = o.maximize,
+                            .lr = o.lr,
+                            .alpha = o.alpha,
+                            .eps = o.eps,
+                            .weight_decay = o.weight_decay,
+                            .momentum = o.momentum,
+                            .params = count}
+        .to_op(OpKind::rmsprop_step);
   });
 }
 

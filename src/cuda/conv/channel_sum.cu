@@ -1,9 +1,6 @@
 // CUDA kernel of channel_sum: x [N, C, *] summed over all axes but 1 (bias gradients).
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
 #include "cuda/channel_sums.cuh"
+#include "cuda/families.cuh"
 
 namespace crisp::cuda {
 
@@ -44,14 +41,14 @@ struct StoreFirst {
 
 }  // namespace
 
-void channel_sum(const Op& op, In in, const Array& o) {
+void run_channel_sum(const Op& op, In in, Out out) {
   ContiguousInputs d(in);
   const Array& x = d[0];
   const int64_t N = x.shape[0], C = x.shape[1], S = N * C == 0 ? 0 : x.numel() / (N * C);
   visit_float(x.dtype, op_name(op.kind), [&](auto tag) {
     using T = decltype(tag);
-    channel_sums<true>(N, C, S, ChannelSumTerm<T>{d.ptr<T>(0), C, S}, StoreFirst<T>{o.data<T>()},
-                       pack_aligned<T>(d.ptr<T>(0)));
+    channel_sums<true>(N, C, S, ChannelSumTerm<T>{d.ptr<T>(0), C, S},
+                       StoreFirst<T>{out[0].data<T>()}, pack_aligned<T>(d.ptr<T>(0)));
   });
 }
 

@@ -1,7 +1,6 @@
-// The fast paths of the reference CNN's kernels against plain references: convolutions split
-// over threads (batch slices, a single image's output channels), matrix-vector products,
-// 2-d max pooling, scalar-broadcast elementwise loops, random streams, dropout, and the layout of
-// a linear layer's weight gradient.
+// The fast paths of the reference CNN's kernels, on each backend, against plain references:
+// matrix-vector products in every layout, the layout of a linear layer's weight gradient, 2-d max
+// pooling, scalar-broadcast elementwise loops, random streams split over threads, and dropout.
 #include <cmath>
 #include <limits>
 
@@ -10,7 +9,7 @@
 namespace crisp::testing {
 namespace {
 
-class Kernels : public BackendTest {};
+class FastPaths : public BackendTest {};
 
 // Reference product in float64 loops.
 std::vector<double> naive_matmul(const Tensor& a, const Tensor& b) {
@@ -26,7 +25,7 @@ std::vector<double> naive_matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-TEST_P(Kernels, MatrixVectorProductsInEveryLayout) {
+TEST_P(FastPaths, MatrixVectorProductsInEveryLayout) {
   for (DType dt : {f32, f64}) {
     // One row of output, from plain and transposed operands (a single image through a linear
     // layer is x @ w^T), and one column.
@@ -44,7 +43,7 @@ TEST_P(Kernels, MatrixVectorProductsInEveryLayout) {
   }
 }
 
-TEST_P(Kernels, LinearWeightGradientIsContiguousAndRight) {
+TEST_P(FastPaths, LinearWeightGradientIsContiguousAndRight) {
   Tensor x = randn({6, 9}), w = randn({5, 9}).requires_grad_(), b = randn({5}).requires_grad_();
   Tensor g = randn({6, 5});
   (matmul(x, transpose(w)) + b).backward(g);
@@ -92,7 +91,7 @@ void check_max_pool(const Tensor& x, int64_t k, int64_t s) {
   expect_close(xg.grad(), dx, 1e-6, "dx");
 }
 
-TEST_P(Kernels, MaxPool2dFastPathMatchesAnOrderedScan) {
+TEST_P(FastPaths, MaxPool2dFastPathMatchesAnOrderedScan) {
   // Few distinct values make ties common; a sprinkling of NaN and infinities.
   Tensor x = floor(rand({3, 5, 9, 8}) * 4);
   std::vector<float> xv = x.to_vector<float>();
@@ -106,7 +105,7 @@ TEST_P(Kernels, MaxPool2dFastPathMatchesAnOrderedScan) {
   check_max_pool(randn({2, 3, 7, 7}, f64), 2, 2);
 }
 
-TEST_P(Kernels, ScalarOperandsBroadcastOverLongRuns) {
+TEST_P(FastPaths, ScalarOperandsBroadcastOverLongRuns) {
   // Lengths around the chunk size of the broadcast loop.
   for (int64_t n : {1, 255, 256, 257, 1000, 70001}) {
     Tensor a = randn({n});
@@ -126,7 +125,7 @@ TEST_P(Kernels, ScalarOperandsBroadcastOverLongRuns) {
   expect_close(where(ints >= 500, ints, -1), iv, 0, "int where");
 }
 
-TEST_P(Kernels, RandomStreamsKeepTheirValues) {
+TEST_P(FastPaths, RandomStreamsKeepTheirValues) {
   // Values recorded from the generator before the per-thread streams; each thread's share of a
   // tensor must draw the same words.
   Generator g(123);
@@ -144,7 +143,7 @@ TEST_P(Kernels, RandomStreamsKeepTheirValues) {
   for (size_t i = 0; i < small.size(); ++i) EXPECT_EQ(small[i], large[i]) << i;
 }
 
-TEST_P(Kernels, DropoutKeepsOrScalesAndPassesTheSameMaskBack) {
+TEST_P(FastPaths, DropoutKeepsOrScalesAndPassesTheSameMaskBack) {
   Generator g(7);
   Tensor x = ones({3, 4});
   expect_close(dropout(x, 0.5, true, &g), {0, 2, 2, 2, 2, 0, 2, 2, 2, 0, 2, 0}, 0, "recorded");
@@ -163,7 +162,7 @@ TEST_P(Kernels, DropoutKeepsOrScalesAndPassesTheSameMaskBack) {
   expect_tensors_close(dropout(v, 0.3, false), v, 0, "eval");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Kernels, ::testing::Values("cpu", "cuda"),
+INSTANTIATE_TEST_SUITE_P(Backends, FastPaths, ::testing::Values("cpu", "cuda"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

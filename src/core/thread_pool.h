@@ -1,11 +1,12 @@
-// The CPU backend's worker threads. Workers spin briefly for new work, then sleep, so that an
-// idle pool never competes for cores with other work (BLAS, other processes).
+// The host's worker threads for parallel work (the CPU backend's kernels run on them; the data
+// loader's workers keep off them). Workers spin briefly for new work, then sleep, so that an idle
+// pool never competes for cores with other work (BLAS, other processes).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 
-namespace crisp::cpu {
+namespace crisp {
 
 // The number of threads parallel work is spread over (CRISP_NUM_THREADS, else the core count).
 int num_threads();
@@ -60,4 +61,4 @@ class FlushDenormals {
   unsigned saved_ = 0;
 };
 
-}  // namespace crisp::cpu
+}  // namespace crisp

@@ -1,5 +1,5 @@
 // A small fork-join thread pool: one job at a time, tasks handed out by an atomic counter.
-#include "cpu/thread_pool.h"
+#include "core/thread_pool.h"
 
 #include <dlfcn.h>
 
@@ -14,7 +14,7 @@
 #include <xmmintrin.h>
 #endif
 
-namespace crisp::cpu {
+namespace crisp {
 
 namespace {
 
@@ -166,4 +166,4 @@ void run_parallel(int64_t tasks, const std::function<void(int64_t)>& task) {
   pool().run(tasks, task);
 }
 
-}  // namespace crisp::cpu
+}  // namespace crisp
