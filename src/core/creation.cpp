@@ -41,7 +41,7 @@ void check_shape(const Shape& shape) {
 Tensor full(Shape shape, double value, DType dtype, Loc loc) {
   CallScope scope("full", loc);
   check_shape(shape);
-  return dispatch(Op{OpKind::fill, {}, {value}}, {}, std::move(shape), dtype);
+  return dispatch(FillAttrs{value}.to_op(), {}, std::move(shape), dtype);
 }
 Tensor scalar(double value, DType dtype, Loc loc) { return full({}, value, dtype, loc); }
 Tensor zeros(Shape shape, DType dtype, Loc loc) { return full(std::move(shape), 0, dtype, loc); }
@@ -58,21 +58,21 @@ Tensor arange(double start, double stop, double step, std::optional<DType> dtype
   if (!std::isfinite(start) || !std::isfinite(stop)) fail("start and stop must be finite");
   const int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((stop - start) / step)));
   DType dt = dtype.value_or(start == std::floor(start) && step == std::floor(step) ? i64 : f32);
-  return dispatch(Op{OpKind::arange, {}, {start, step}}, {}, {n}, dt);
+  return dispatch(ArangeAttrs{start, step}.to_op(), {}, {n}, dt);
 }
 
 Tensor linspace(double start, double stop, int64_t count, DType dtype, Loc loc) {
   CallScope scope("linspace", loc);
   if (count < 0) fail("count must be non-negative, got ", count);
   const double step = count > 1 ? (stop - start) / static_cast<double>(count - 1) : 0;
-  return dispatch(Op{OpKind::arange, {}, {start, step}}, {}, {count}, dtype);
+  return dispatch(ArangeAttrs{start, step}.to_op(), {}, {count}, dtype);
 }
 
 Tensor eye(int64_t n, std::optional<int64_t> m, DType dtype, Loc loc) {
   CallScope scope("eye", loc);
   const int64_t cols = m.value_or(n);
   if (n < 0 || cols < 0) fail("sizes must be non-negative, got ", n, " x ", cols);
-  return dispatch(Op{OpKind::eye, {0}}, {}, {n, cols}, dtype);
+  return dispatch(EyeAttrs{0}.to_op(), {}, {n, cols}, dtype);
 }
 
 namespace {
@@ -84,14 +84,11 @@ RandomStream random_stream(Generator* gen, int64_t n) {
   return {g.state().seed, offset};
 }
 
-// A random tensor of shape; its op's ints are its stream's seed and first counter, then ints.
-Tensor random(OpKind kind, Shape shape, DType dtype, Generator* gen, std::vector<int64_t> ints,
-              std::vector<double> reals) {
+// A random tensor of shape, drawn from the next stretch of gen's stream.
+Tensor random(OpKind kind, Shape shape, DType dtype, Generator* gen, RandomAttrs attrs) {
   check_shape(shape);
-  const RandomStream stream = random_stream(gen, numel_of(shape));
-  std::vector<int64_t> all{static_cast<int64_t>(stream.seed), static_cast<int64_t>(stream.offset)};
-  all.insert(all.end(), ints.begin(), ints.end());
-  return dispatch(Op{kind, std::move(all), std::move(reals)}, {}, std::move(shape), dtype);
+  attrs.stream = random_stream(gen, numel_of(shape));
+  return dispatch(attrs.to_op(kind), {}, std::move(shape), dtype);
 }
 void check_float_dtype(DType d) {
   if (!is_floating(d)) fail("expected a floating-point dtype, got ", dtype_name(d));
@@ -102,7 +99,8 @@ Tensor uniform(Shape shape, double low, double high, DType dtype, Generator* gen
   CallScope scope("uniform", loc);
   check_float_dtype(dtype);
   if (!(low <= high)) fail("low ", low, " must not exceed high ", high);
-  return random(OpKind::rand_uniform, std::move(shape), dtype, gen, {}, {low, high});
+  return random(OpKind::rand_uniform, std::move(shape), dtype, gen,
+                {.stream = {}, .a = low, .b = high});
 }
 Tensor rand(Shape shape, DType dtype, Generator* gen, Loc loc) {
   return uniform(std::move(shape), 0, 1, dtype, gen, loc);
@@ -111,7 +109,8 @@ Tensor normal(Shape shape, double mean, double std, DType dtype, Generator* gen,
   CallScope scope("normal", loc);
   check_float_dtype(dtype);
   if (!(std >= 0)) fail("std must be non-negative, got ", std);
-  return random(OpKind::rand_normal, std::move(shape), dtype, gen, {}, {mean, std});
+  return random(OpKind::rand_normal, std::move(shape), dtype, gen,
+                {.stream = {}, .a = mean, .b = std});
 }
 Tensor randn(Shape shape, DType dtype, Generator* gen, Loc loc) {
   return normal(std::move(shape), 0, 1, dtype, gen, loc);
@@ -120,7 +119,8 @@ Tensor randint(int64_t low, int64_t high, Shape shape, DType dtype, Generator* g
   CallScope scope("randint", loc);
   if (low >= high) fail("low ", low, " must be below high ", high);
   if (dtype == bool_) fail("randint cannot produce bool");
-  return random(OpKind::rand_int, std::move(shape), dtype, gen, {low, high}, {});
+  return random(OpKind::rand_int, std::move(shape), dtype, gen,
+                {.stream = {}, .low = low, .high = high});
 }
 Tensor randperm(int64_t n, Generator* gen, Loc loc) {
   CallScope scope("randperm", loc);

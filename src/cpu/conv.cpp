@@ -258,7 +258,7 @@ bool conv_dnnl(const Op& op, const ConvAttrs& attrs, In in, Out out);
 
 void run_conv(const Op& op, In in, Out out) {
   const ConvAttrs attrs = ConvAttrs::from_op(op);
-  if (attrs.channels_last) return in_usual_layout(op, in, out, run_conv);
+  if (attrs.channels_last) return run_in_usual_layout(op, in, out, run_conv);
 #ifdef CRISP_HAVE_DNNL
   if (conv_dnnl(op, attrs, in, out)) return;
 #endif

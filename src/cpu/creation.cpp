@@ -33,16 +33,7 @@ class Stream {
       block_ = n >> 2;
       r_ = philox::generate(seed_, block_);
     }
-    switch (n & 3) {
-      case 0:
-        return r_.x;
-      case 1:
-        return r_.y;
-      case 2:
-        return r_.z;
-      default:
-        return r_.w;
-    }
+    return philox::lane(r_, n);
   }
 
  private:
@@ -60,11 +51,6 @@ void generate_random(const Array& out, RandomStream stream, F&& f) {
     Stream s(stream);
     for (int64_t i = b; i < e; ++i) o[i] = static_cast<T>(f(s, static_cast<uint64_t>(i)));
   });
-}
-
-// The stream a random op's first two ints name: seed, offset.
-RandomStream random_stream(const Op& op) {
-  return {static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1])};
 }
 
 void dropout(const Op& op, In in, Out out) {
@@ -97,21 +83,22 @@ void run_creation(const Op& op, In in, Out out) {
     using C = compute_t<T>;
     switch (op.kind) {
       case OpKind::fill: {
-        const T v = static_cast<T>(static_cast<C>(op.reals[0]));
+        const T v = static_cast<T>(static_cast<C>(FillAttrs::from_op(op).value));
         return generate<T>(o, [v](int64_t) { return v; });
       }
       case OpKind::arange: {
-        const double start = op.reals[0], step = op.reals[1];
+        const auto [start, step] = ArangeAttrs::from_op(op);
         return generate<T>(
             o, [=](int64_t i) { return static_cast<C>(start + step * static_cast<double>(i)); });
       }
       case OpKind::eye: {
-        const int64_t cols = o.shape[1], k = op.ints[0];
+        const int64_t cols = o.shape[1], k = EyeAttrs::from_op(op).k;
         return generate<T>(o, [=](int64_t i) { return static_cast<C>(i % cols - i / cols == k); });
       }
       case OpKind::rand_uniform: {
-        const double lo = op.reals[0], hi = op.reals[1];
-        return generate_random<T>(o, random_stream(op), [=](Stream& s, uint64_t i) {
+        const RandomAttrs r = RandomAttrs::from_op(op);
+        const double lo = r.a, hi = r.b;
+        return generate_random<T>(o, r.stream, [=](Stream& s, uint64_t i) {
           // (0, 1] -> [0, 1)
           const uint32_t w0 = s(2 * i), w1 = s(2 * i + 1);
           double u = 1.0 - philox::uniform(w0, w1);
@@ -120,8 +107,9 @@ void run_creation(const Op& op, In in, Out out) {
         });
       }
       case OpKind::rand_normal: {
-        const double mean = op.reals[0], sd = op.reals[1];
-        return generate_random<T>(o, random_stream(op), [=](Stream& s, uint64_t i) {
+        const RandomAttrs r = RandomAttrs::from_op(op);
+        const double mean = r.a, sd = r.b;
+        return generate_random<T>(o, r.stream, [=](Stream& s, uint64_t i) {
           // Box-Muller on the element's own pair of words (the cosine branch only).
           const uint32_t w0 = s(2 * i), w1 = s(2 * i + 1);
           double u1 = philox::uniform(w0, w1);
@@ -131,9 +119,10 @@ void run_creation(const Op& op, In in, Out out) {
         });
       }
       case OpKind::rand_int: {
-        const int64_t lo = op.ints[2];
-        const uint64_t range = static_cast<uint64_t>(op.ints[3] - op.ints[2]);
-        return generate_random<T>(o, random_stream(op), [=](Stream& s, uint64_t i) {
+        const RandomAttrs r = RandomAttrs::from_op(op);
+        const int64_t lo = r.low;
+        const uint64_t range = static_cast<uint64_t>(r.high - r.low);
+        return generate_random<T>(o, r.stream, [=](Stream& s, uint64_t i) {
           const uint32_t w0 = s(2 * i), w1 = s(2 * i + 1);
           uint64_t r = (static_cast<uint64_t>(w0) << 32) | w1;
           return static_cast<C>(lo + static_cast<int64_t>(r % range));

@@ -13,6 +13,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/channels_last.h"
 
 namespace crisp::cpu {
 
@@ -27,11 +28,10 @@ inline Array borrowed(void* data, const Shape& shape, DType dtype) {
 }
 
 // An op whose outputs are stored channels-last (stores_channels_last), run by family in the
-// usual layout with that int (the op's last) cleared, the outputs then permuted into place.
+// usual layout, the outputs then permuted into place.
 template <class F>
-void in_usual_layout(const Op& op, In in, Out out, F&& family) {
-  Op plain = op;
-  plain.ints.back() = 0;
+void run_in_usual_layout(const Op& op, In in, Out out, F&& family) {
+  const Op plain = in_usual_layout(op);
   std::vector<std::vector<std::byte>> bufs;
   std::vector<Array> logical;
   for (const Array& o : out) {

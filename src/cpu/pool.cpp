@@ -216,7 +216,7 @@ void avg_pool_backward(const PoolGeom& g, const Array& ga, Array& dxa) {
 }  // namespace
 
 void run_pool(const Op& op, In in, Out out) {
-  if (PoolAttrs::from_op(op).channels_last) return in_usual_layout(op, in, out, run_pool);
+  if (PoolAttrs::from_op(op).channels_last) return run_in_usual_layout(op, in, out, run_pool);
   with_compute_type(op, in[0].dtype, [&]<class C>() {
     switch (op.kind) {
       case OpKind::max_pool:

@@ -7,6 +7,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/loops.h"
+#include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
 namespace crisp::cpu {
@@ -43,14 +44,7 @@ O convert(V v) {
   }
 }
 
-template <class C>
-bool is_nan(C x) {
-  if constexpr (std::is_floating_point_v<C>) {
-    return std::isnan(x);
-  } else {
-    return false;
-  }
-}
+using formula::is_nan;
 
 // ---- reducers: init(o), step(acc, x, r), combine(acc, other), finish(acc, o) ----
 

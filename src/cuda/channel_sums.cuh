@@ -8,8 +8,14 @@
 #include <mutex>
 #include <vector>
 
-#include "cuda/common.cuh"
+#include "cuda/buffer.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
+#include "cuda/families.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/map.cuh"
+#include "cuda/strided.cuh"
 
 namespace crisp::cuda {
 
@@ -339,7 +345,6 @@ void channel_sums(int64_t N, int64_t C, int64_t S, F f, Fin fin, bool aligned = 
     launch<sums_by_row<1, F, Fin>>(grid, kBlock, 0, ctx().stream, f, fin, C, S, total, chunk, p,
                                    arrived);
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace crisp::cuda

@@ -118,23 +118,26 @@ void run_creation(const Op& op, In in, Out out) {
     using C = compute_t<T>;
     switch (op.kind) {
       case OpKind::fill:
-        return generate<T>(o, Fill<C>{static_cast<C>(op.reals[0])});
-      case OpKind::arange:
-        return generate<T>(o, Arange<C>{op.reals[0], op.reals[1]});
+        return generate<T>(o, Fill<C>{static_cast<C>(FillAttrs::from_op(op).value)});
+      case OpKind::arange: {
+        const ArangeAttrs a = ArangeAttrs::from_op(op);
+        return generate<T>(o, Arange<C>{a.start, a.step});
+      }
       case OpKind::eye:
-        return generate<T>(o, Eye<C>{o.shape[1], op.ints[0]});
-      case OpKind::rand_uniform:
-        return generate<T>(
-            o, Uniform<C>{static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1]),
-                          op.reals[0], op.reals[1]});
-      case OpKind::rand_normal:
-        return generate<T>(
-            o, Normal<C>{static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1]),
-                         op.reals[0], op.reals[1]});
-      case OpKind::rand_int:
-        return generate<T>(
-            o, RandInt<C>{static_cast<uint64_t>(op.ints[0]), static_cast<uint64_t>(op.ints[1]),
-                          op.ints[2], static_cast<uint64_t>(op.ints[3] - op.ints[2])});
+        return generate<T>(o, Eye<C>{o.shape[1], EyeAttrs::from_op(op).k});
+      case OpKind::rand_uniform: {
+        const RandomAttrs r = RandomAttrs::from_op(op);
+        return generate<T>(o, Uniform<C>{r.stream.seed, r.stream.offset, r.a, r.b});
+      }
+      case OpKind::rand_normal: {
+        const RandomAttrs r = RandomAttrs::from_op(op);
+        return generate<T>(o, Normal<C>{r.stream.seed, r.stream.offset, r.a, r.b});
+      }
+      case OpKind::rand_int: {
+        const RandomAttrs r = RandomAttrs::from_op(op);
+        return generate<T>(o, RandInt<C>{r.stream.seed, r.stream.offset, r.low,
+                                         static_cast<uint64_t>(r.high - r.low)});
+      }
       default:
         unsupported(op, o.dtype);
     }

@@ -58,7 +58,6 @@ void run_embedding(const Op& op, In in, Out out) {
       using T = decltype(tag);
       launch_items<embedding_kernel<T>>(out[0].numel(), d.ptr<int64_t>(0), w.data<T>(), V, D,
                                         out[0].data<T>(), fault);
-      CUDA_LAUNCH_CHECK();
     });
     return;
   }
@@ -73,15 +72,12 @@ void run_embedding(const Op& op, In in, Out out) {
       CUDA_CHECK(cudaMemsetAsync(acc.get(), 0, acc.size(), ctx().stream));
       launch_items<embedding_backward_kernel<T, float>>(n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D,
                                                         acc.as<float>());
-      CUDA_LAUNCH_CHECK();
       launch_items<convert_kernel<T, float>>(o.numel(), acc.as<float>(), o.data<T>());
-      CUDA_LAUNCH_CHECK();
     } else {
       CUDA_CHECK(
           cudaMemsetAsync(o.raw(), 0, static_cast<size_t>(o.numel()) * sizeof(T), ctx().stream));
       launch_items<embedding_backward_kernel<T, T>>(n, d.ptr<T>(0), d.ptr<int64_t>(1), V, D,
                                                     o.data<T>());
-      CUDA_LAUNCH_CHECK();
     }
   });
 }

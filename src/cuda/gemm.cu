@@ -8,6 +8,9 @@
 #include <string>
 #include <string_view>
 
+#include "cuda/dtype.cuh"
+#include "cuda/launch.cuh"
+
 namespace crisp::cuda {
 
 // ---- 3xTF32 ----
@@ -217,11 +220,9 @@ void launch_split(const GemmShape& sh, int splits, const float* a, const float* 
                   static_cast<unsigned>(sh.batch * splits));
   launch<tf32x3_kernel<BM, BN, TA, TB>>(grid, L::kThreads, L::kSmem, ctx().stream, sh, a, b, c,
                                         splits, kchunk, partial);
-  CUDA_LAUNCH_CHECK();
   if (splits > 1) {
     launch<sum_splits>(grid_for(sh.m * sh.n * sh.batch), kBlock, 0, ctx().stream, sh, splits,
                        partial, c);
-    CUDA_LAUNCH_CHECK();
   }
 }
 
@@ -341,14 +342,12 @@ void split_parts(const float* src, int64_t rows, int64_t k, int64_t rs, int64_t 
                     static_cast<unsigned>(rows), static_cast<unsigned>(batch));
     launch<split_rows_kernel>(grid, kBlock, 0, ctx().stream, src, k, rs, batch_stride, lo_last,
                               dst);
-    CUDA_LAUNCH_CHECK();
     return;
   }
   const dim3 grid(static_cast<unsigned>((k + 31) / 32), static_cast<unsigned>((rows + 31) / 32),
                   static_cast<unsigned>(batch));
   launch<split_parts_kernel>(grid, dim3(32, 8), 0, ctx().stream, src, rows, k, rs, cs, batch_stride,
                              lo_last, dst);
-  CUDA_LAUNCH_CHECK();
 }
 
 // Whether the split operands of a product are worth trying (any_size: can be written): a large

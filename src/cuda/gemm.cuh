@@ -8,7 +8,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "cuda/common.cuh"
+#include "cuda/context.cuh"
+#include "cuda/errors.cuh"
+#include "cuda/families.cuh"
 
 namespace crisp::cuda {
 

@@ -4,8 +4,12 @@
 #include <cstring>
 #include <vector>
 
-#include "cuda/common.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
 #include "cuda/families.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/strided.cuh"
 #include "kernels/indexing.h"
 #include "kernels/visit_size.h"
 
@@ -295,7 +299,6 @@ void gather_like(const Op& op, In in, const Array& o) {
     Iter ii = iter_over(idx.shape);
     set_strides(ii, 0, idx.strides);
     launch_items<check_index_kernel>(idx.numel(), idx.data<int64_t>(), ii, a.size, a.wrap, fault);
-    CUDA_LAUNCH_CHECK();
     return;
   }
   Iter it = iter_over(o.shape);
@@ -305,7 +308,6 @@ void gather_like(const Op& op, In in, const Array& o) {
     using U = decltype(tag);
     launch_items<gather_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), idx.data<int64_t>(), it,
                                    a.axis, a.size, a.wrap, fault);
-    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -329,20 +331,17 @@ void scatter_like(const Op& op, In in, const Array& o) {
     CUDA_CHECK(cudaMemsetAsync(claim, 0, bytes, ctx().stream));
     launch_items<scatter_claim_kernel>(n, claim, idx.data<int64_t>(), it, a.axis, a.size, a.wrap,
                                        fault);
-    CUDA_LAUNCH_CHECK();
     visit_size(o.dtype, [&](auto tag) {
       using U = decltype(tag);
       launch_items<scatter_write_kernel<U>>(n, o.data<U>(), src.data<U>(),
                                             static_cast<const unsigned long long*>(claim),
                                             idx.data<int64_t>(), it, a.axis, a.size, a.wrap);
-      CUDA_LAUNCH_CHECK();
     });
   } else {
     visit(o.dtype, [&](auto tag) {
       using T = decltype(tag);
       launch_items<scatter_add_kernel<T>>(n, o.data<T>(), src.data<T>(), idx.data<int64_t>(), it,
                                           a.axis, a.size, a.wrap, fault);
-      CUDA_LAUNCH_CHECK();
     });
   }
 }
@@ -359,7 +358,6 @@ void assign_strided(const Op& op, In in, const Array& o) {
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
     launch_items<assign_kernel<U>>(value.numel(), o.data<U>(), value.data<U>(), it, a.offset);
-    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -392,7 +390,6 @@ void concat(const Op& op, In in, const Array& o) {
         visit_size(o.dtype, [&](auto tag) {
           using U = decltype(tag);
           launch_items<concat_kernel<U>>(n, reinterpret_cast<U*>(dst), x.data<U>(), it, row, pitch);
-          CUDA_LAUNCH_CHECK();
         });
       }
     }
@@ -426,7 +423,6 @@ void pad(const Op& op, const Array& x, const Array& o) {
     using U = decltype(tag);
     launch_items<pad_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), it, a.reflect,
                                 pad_bits<U>(a.value, o.dtype));
-    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -437,7 +433,6 @@ void flip(const Op& op, const Array& x, const Array& o) {
   visit_size(o.dtype, [&](auto tag) {
     using U = decltype(tag);
     launch_items<flip_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), it);
-    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -449,7 +444,6 @@ void triangle(const Op& op, const Array& x, const Array& o) {
     using U = decltype(tag);
     launch_items<triangle_kernel<U>>(o.numel(), o.data<U>(), x.data<U>(), it,
                                      op.kind == OpKind::tril, k);
-    CUDA_LAUNCH_CHECK();
   });
 }
 

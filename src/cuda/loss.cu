@@ -140,7 +140,6 @@ void run_loss(const Op& op, In in, Out out) {
         });
       if (reduction == Reduction::none) {
         launch_items<nll_none_kernel<T>>(N * S, f, out[0].data<T>());
-        CUDA_LAUNCH_CHECK();
       } else {
         channel_sums(N, 1, S, f, StoreReduced<T>{out[0].data<T>(), reduction == Reduction::mean});
       }
@@ -161,7 +160,6 @@ void run_loss(const Op& op, In in, Out out) {
     launch_items<nll_backward_kernel<T>>(N * C * S, f, d.ptr<T>(0), reduction == Reduction::none,
                                          den_dev, den, out[0].data<T>(),
                                          prob ? out[1].data<T>() : nullptr);
-    CUDA_LAUNCH_CHECK();
   });
 }
 

@@ -5,7 +5,11 @@
 #include <array>
 #include <cstdint>
 
-#include "cuda/common.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/strided.cuh"
 
 namespace crisp::cuda {
 

@@ -399,7 +399,6 @@ bool matmul_few_rows(const Array& a, const Array& b, const Array& out, RowBias<T
       return true;
     });
   }
-  if (done) CUDA_LAUNCH_CHECK();
   return done;
 }
 
@@ -524,7 +523,6 @@ void matmul_loops(const Array& a, const Array& b, const Array& out) {
                         static_cast<const T*>(a.storage->data),
                         static_cast<const T*>(b.storage->data), out.data<T>(), sa, sb, m, k, n,
                         a.strides[nb], a.strides[nb + 1], b.strides[nb], b.strides[nb + 1], total);
-  CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace

@@ -156,7 +156,6 @@ void row_norm(const Op& op, const ContiguousInputs& d, Out out) {
                                               R, L, center, eps, w, b, PlainChan{},
                                               out[0].data<T>(), mean, rstd);
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 template <class T>
@@ -195,7 +194,6 @@ void row_norm_backward(const Op& op, const ContiguousInputs& d, Out out) {
                                                  x.data<T>(), mean, rstd, R, L, center, w,
                                                  PlainChan{}, out[0].data<T>());
     }
-    CUDA_LAUNCH_CHECK();
   }
   if (!dw && !db) return;
   const StoreBoth<T> store{dw, db};
@@ -389,7 +387,6 @@ void channel_affine(int64_t N, int64_t C, int64_t S, const T* x, const T* g,
                                                     DivBy<int64_t>(C), DivBy<int64_t>(S), packs, x,
                                                     g, fwd, relu, coef, out);
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 // Sums of g and g * (x - mean) per channel; the finisher scales the second by 1 / sqrt(var +
@@ -505,7 +502,6 @@ void batch_norm_op(const Op& op, const ContiguousInputs& d, Out out) {
       launch_items<batch_norm_coef_kernel<T, P>>(
           C, d.ptr<P>(1), d.ptr<P>(2), a.has_w ? d.ptr<P>(3) : nullptr,
           a.has_b ? d.ptr<P>(3 + a.has_w) : nullptr, a.eps, coef.as<Coef<acc_t<T>>>());
-      CUDA_LAUNCH_CHECK();
       return channel_affine<T, false>(N, C, S, x.data<T>(), nullptr, nullptr, a.relu,
                                       coef.as<Coef<acc_t<T>>>(), out[0].data<T>());
     }
@@ -526,7 +522,6 @@ void batch_norm_op(const Op& op, const ContiguousInputs& d, Out out) {
         launch_items<batch_norm_coef_kernel<T, P>>(C, mean, var, w,
                                                    a.has_b ? d.ptr<P>(4 + a.has_w) : nullptr, eps,
                                                    fwd_coef.as<Coef<acc_t<T>>>());
-        CUDA_LAUNCH_CHECK();
         fwd = fwd_coef.as<Coef<acc_t<T>>>();
       }
       channel_sums<true>(N, C, S,

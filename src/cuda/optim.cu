@@ -2,8 +2,11 @@
 // parameter, its gradient and its state and writes the new ones (op_kinds.inc has the formulas).
 // One launch updates many parameters: a model's dozens of small tensors would otherwise cost a
 // launch each, longer than their memory traffic.
-#include "cuda/common.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
 #include "cuda/families.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/map.cuh"
 #include "kernels/optim.h"
 
@@ -168,7 +171,6 @@ void update(const M& math, const std::vector<ParamOperands>& params) {
   auto flush = [&] {
     if (b.count == 0) return;
     launch<update_kernel<P, S, M>>(blocks, kBlock, 0, ctx().stream, b);
-    CUDA_LAUNCH_CHECK();
     b.count = 0;
     blocks = 0;
   };

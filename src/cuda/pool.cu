@@ -165,7 +165,6 @@ bool max_pool_unrolled(const T* x, T* y, int64_t* idx, const PoolGeom& g, int64_
     cuda::launch<max_pool_2d_kernel<T, decltype(kh)::value, decltype(kw)::value>>(
         static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, ctx().stream,
         static_cast<int>(n), x, y, idx, PoolIndex<int>(g));
-    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -176,7 +175,6 @@ void max_pool(const T* x, T* y, int64_t* idx, const PoolGeom& g, int64_t n) {
     launch_items<max_pool_kernel<T, int>>(n, x, y, idx, PoolIndex<int>(g));
   else
     launch_items<max_pool_kernel<T, int64_t>>(n, x, y, idx, PoolIndex<int64_t>(g));
-  CUDA_LAUNCH_CHECK();
 }
 
 // The window's divisor: its size clipped to the padded input, or to the input itself.
@@ -412,7 +410,6 @@ bool max_pool_backward_tiled(const T* g, const int64_t* idx, T* dx, const PoolGe
       launch<max_pool_backward_tiled_kernel<T, H, AW>>(
           static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, ctx().stream,
           static_cast<int>(n), g, idx, dx, t);
-      CUDA_LAUNCH_CHECK();
     };
     if (one_d)
       run(Axis<1, 1, 0>{});
@@ -432,7 +429,6 @@ void pool_backward(const T* g, const int64_t* idx, T* dx, const PoolGeom& geo, i
   else
     launch_items<pool_backward_kernel<T, Max, int64_t>>(n, g, idx, dx, PoolIndex<int64_t>(geo),
                                                         geo);
-  CUDA_LAUNCH_CHECK();
 }
 
 // Channels-last 2-d max pooling: x [N, H, W, C] -> y, idx [N, OH, OW, C], idx the position
@@ -599,7 +595,6 @@ void max_pool_channels_last(const Op& op, In in, Out out) {
                                                                     PoolIndex<I>(geo));
           }
         }
-        CUDA_LAUNCH_CHECK();
       };
       // ResNet's 3 x 3 and the common 2 x 2 windows unrolled.
       if (geo.k[1] == 3 && geo.k[2] == 3)
@@ -633,7 +628,6 @@ void run_pool(const Op& op, In in, Out out) {
         const PoolGeom g = pool_geometry(op, d[0].shape, out[0].shape);
         launch_items<avg_pool_kernel<T>>(out[0].numel(), d.ptr<T>(0), out[0].data<T>(),
                                          PoolIndex<int64_t>(g), g);
-        CUDA_LAUNCH_CHECK();
         return;
       }
       case OpKind::max_pool_backward: {

@@ -7,6 +7,7 @@
 
 #include "cuda/families.cuh"
 #include "cuda/map.cuh"
+#include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
 namespace crisp::cuda {
@@ -36,13 +37,7 @@ struct ProdR {
   __device__ A finish(A a, int64_t) const { return a; }
 };
 
-template <class C>
-__device__ inline bool nan_of(C x) {
-  if constexpr (std::is_floating_point_v<C>)
-    return x != x;
-  else
-    return false;
-}
+using formula::is_nan;
 
 // NaN wins, as in PyTorch.
 template <class C, bool Max>
@@ -57,7 +52,7 @@ struct ExtremeR {
   }
   __device__ void step(A& a, C x, int64_t) const {
     const bool take = Max ? (x > a) : (x < a);
-    a = (take || nan_of(x)) ? x : a;
+    a = (take || is_nan(x)) ? x : a;
   }
   __device__ void combine(A& a, const A& b) const { step(a, b, 0); }
   __device__ A finish(A a, int64_t) const { return a; }
@@ -75,8 +70,8 @@ struct ArgR {
   using A = ArgAcc<C>;
   __device__ static bool better(C x, int64_t xi, const A& a) {
     if (a.i < 0) return true;
-    if (nan_of(a.v)) return nan_of(x) && xi < a.i;
-    if (nan_of(x)) return true;
+    if (is_nan(a.v)) return is_nan(x) && xi < a.i;
+    if (is_nan(x)) return true;
     if (x == a.v) return xi < a.i;
     return Max ? x > a.v : x < a.v;
   }
@@ -273,11 +268,9 @@ void run_reducer(const R& r, const Array& x, O* out, const std::vector<int64_t>&
     launch<reduce_rows<T, O, R>>(grid, kBlock, 0, c.stream, in, out, parts.as<A>(), r, p.keep,
                                  p.red, p.n_out, p.n_red, g, slice);
   }
-  CUDA_LAUNCH_CHECK();
   if (slices > 1) {
     launch<combine_parts<O, R>>(grid_for(p.n_out), kBlock, 0, c.stream, out, parts.as<A>(), r,
                                 p.n_out, static_cast<int>(slices));
-    CUDA_LAUNCH_CHECK();
   }
 }
 

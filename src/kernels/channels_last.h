@@ -15,4 +15,19 @@ inline bool stores_channels_last(const Op& op) {
   return false;
 }
 
+// The same op with its outputs stored in the usual layout, [N, C, *spatial].
+inline Op in_usual_layout(const Op& op) {
+  if (ConvAttrs::is_conv(op.kind)) {
+    ConvAttrs a = ConvAttrs::from_op(op);
+    a.channels_last = false;
+    return a.to_op(op.kind);
+  }
+  if (PoolAttrs::is_max(op.kind)) {
+    PoolAttrs a = PoolAttrs::from_op(op);
+    a.channels_last = false;
+    return a.to_op(op.kind);
+  }
+  return op;
+}
+
 }  // namespace crisp

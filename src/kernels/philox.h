@@ -31,11 +31,9 @@ CRISP_HOST_DEVICE inline U4 generate(uint64_t seed, uint64_t counter) {
   return c;
 }
 
-// The i-th 32-bit word of the stream that starts at `offset`.
-CRISP_HOST_DEVICE inline uint32_t word(uint64_t seed, uint64_t offset, uint64_t i) {
-  const uint64_t n = offset + i;
-  U4 r = generate(seed, n >> 2);
-  switch (n & 3) {
+// Word j (0 to 3) of a block.
+CRISP_HOST_DEVICE inline uint32_t lane(const U4& r, uint64_t j) {
+  switch (j & 3) {
     case 0:
       return r.x;
     case 1:
@@ -45,6 +43,12 @@ CRISP_HOST_DEVICE inline uint32_t word(uint64_t seed, uint64_t offset, uint64_t 
     default:
       return r.w;
   }
+}
+
+// The i-th 32-bit word of the stream that starts at `offset`.
+CRISP_HOST_DEVICE inline uint32_t word(uint64_t seed, uint64_t offset, uint64_t i) {
+  const uint64_t n = offset + i;
+  return lane(generate(seed, n >> 2), n);
 }
 
 // Uniform in (0, 1]: never 0, so log() of it is finite.

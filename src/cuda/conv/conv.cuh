@@ -9,7 +9,14 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/buffer.cuh"
+#include "cuda/context.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/errors.cuh"
+#include "cuda/families.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/strided.cuh"
 #include "kernels/conv.h"
 
 namespace crisp::cuda::conv {

@@ -230,7 +230,6 @@ void run_direct(const Direct& d, DType dt, const void* x, const void* w, const v
     launch<direct_kernel<T>>(d.blocks, d.threads, d.shared, ctx().stream, static_cast<const T*>(x),
                              static_cast<const T*>(w), static_cast<const T*>(bias),
                              static_cast<T*>(y), d);
-    CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -317,11 +316,9 @@ void run_filter_sums(const FilterSums& f, DType dt, const void* x, const void* d
     launch<filter_sums_kernel<T>>(
         dim3(static_cast<unsigned>(f.g.n), static_cast<unsigned>(f.parts)), f.threads, staged,
         ctx().stream, static_cast<const T*>(x), static_cast<const T*>(dy), partial.as<C>(), f);
-    CUDA_LAUNCH_CHECK();
     launch<sum_over_parts_kernel<T>>((weights + kBlock / 32 - 1) / (kBlock / 32), kBlock, 0,
                                      ctx().stream, partial.as<C>(), static_cast<T*>(dw), weights,
                                      parts);
-    CUDA_LAUNCH_CHECK();
   });
 }
 

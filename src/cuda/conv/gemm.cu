@@ -157,7 +157,6 @@ void transpose(const T* in, T* out, int batch, int64_t rows, int64_t cols, const
   launch<transpose_kernel<T>>(grid, dim3(kTile, 8), 0, ctx().stream, in, out,
                               static_cast<int>(rows), static_cast<int>(cols),
                               static_cast<int>(col_tiles), bias, parts, part_size);
-  CUDA_LAUNCH_CHECK();
 }
 
 // dst[r, c] = the sum over parts of src[r, c] (row stride ld) for c < cols: a split GEMM's
@@ -188,7 +187,6 @@ void im2col(const Unroll& u, const T* x, T* cols) {
   const dim3 grid(static_cast<unsigned>((u.row.d + kBlock - 1) / kBlock),
                   static_cast<unsigned>(std::min<int64_t>(runs, 65535)));
   launch<im2col_kernel<T>>(grid, kBlock, 0, ctx().stream, x, cols, u);
-  CUDA_LAUNCH_CHECK();
 }
 
 // One pass of the GEMM path. forward: a = x, b = w, o = y (+ bias); data: a = dy, b = w, o = dx;
@@ -213,7 +211,6 @@ void gemm_conv(Pass pass, const Geom& g, int split, LtGemm& gemm, const void* a_
     const int total = static_cast<int>(g.o * ld);
     launch_items<pad_rows_kernel<T>>(total, b, w_copy.as<T>(), DivBy<int>(ld),
                                      static_cast<int>(taps));
-    CUDA_LAUNCH_CHECK();
     return w_copy.as<T>();
   };
   switch (pass) {
@@ -236,7 +233,6 @@ void gemm_conv(Pass pass, const Geom& g, int split, LtGemm& gemm, const void* a_
                dyt.as<T>(), w, dcols.as<T>());
       const int total = g.n * g.c * g.h * g.w;
       launch_items<col2im_kernel<T>>(total, dcols.as<T>(), o, u, split, rows * ld);
-      CUDA_LAUNCH_CHECK();
       break;
     }
     case Pass::filter: {  // dw [O, ld] = dy [O, rows] cols, over rows / split positions each
@@ -253,7 +249,6 @@ void gemm_conv(Pass pass, const Geom& g, int split, LtGemm& gemm, const void* a_
         const int total = static_cast<int>(g.o * taps);
         launch_items<sum_parts_kernel<T>>(total, dw, static_cast<int>(ld), split, g.o * ld, o,
                                           DivBy<int>(taps));
-        CUDA_LAUNCH_CHECK();
       }
       break;
     }

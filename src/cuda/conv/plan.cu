@@ -218,7 +218,6 @@ void add_bias(const Array& y, const Array& bias, bool channels_last) {
   visit_float(y.dtype, "conv", [&](auto tag) {
     using T = decltype(tag);
     launch_items<add_bias_kernel<T>>(n, y.data<T>(), b.data<T>(), ch, plane);
-    CUDA_LAUNCH_CHECK();
   });
 }
 
