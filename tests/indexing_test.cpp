@@ -448,4 +448,27 @@ TEST_P(BackendTest, GatherOnLargeStridedTensorsMatchesNaiveLoop) {
   expect_close(y, ye);
 }
 
+// Ops over empty tensors have nothing to do, forward and backward (they once divided by a run
+// length of zero on the CPU and crashed the process).
+TEST_P(BackendTest, EmptyTensorsScatterGatherAndSortWithoutCrashing) {
+  for (const Shape& s : {Shape{2, 0}, Shape{0, 3}}) {
+    const Tensor x = randn(s), src = randn(s), idx = zeros(s, i64);
+    EXPECT_TRUE(scatter_add(x, 1, idx, src).to_vector<float>().empty());
+    EXPECT_TRUE(scatter(x, 1, idx, src).to_vector<float>().empty());
+    const Tensor along0 = arange(0, static_cast<double>(s[0]), 1, i64);
+    EXPECT_TRUE(index_add(x, 0, along0, src).to_vector<float>().empty());
+  }
+  std::optional<Tensor> g;
+  const Tensor w = randn({0, 4}).on_grad([&](const Tensor& gr) { g = gr; });
+  (gather(w, 0, zeros({0, 4}, i64)).sum() + index_select(w, 1, Tensor({0, 2})).sum() +
+   topk(w, 2).values.sum())
+      .backward();
+  ASSERT_TRUE(g.has_value());
+  EXPECT_EQ(g->shape(), (Shape{0, 4}));
+  Tensor v = randn({2, 0});
+  v.requires_grad_();
+  sort(v).values.sum().backward();
+  EXPECT_TRUE(v.numel() == 0);
+}
+
 }  // namespace crisp::testing

@@ -74,6 +74,7 @@ void strided_runs(const Shape& shape, const std::array<const Shape*, sizeof...(T
   const int64_t inner = L.shape[nd - 1];
   int64_t outer = 1;
   for (size_t d = 0; d + 1 < nd; ++d) outer *= L.shape[d];
+  if (outer == 0 || inner == 0) return;  // nothing to visit, and no runs to cut into pieces
   // Long runs are cut into pieces so that few runs (a contiguous tensor is one) still spread
   // over every thread.
   const int64_t piece = outer >= 64 ? inner : std::min<int64_t>(inner, 1 << 16);
