@@ -10,6 +10,7 @@
 
 #include "core/thread_pool.h"
 #include "crisp/backend.h"
+#include "kernels/compute_type.h"
 
 namespace crisp::cpu {
 
@@ -151,9 +152,6 @@ void map(const Array& out, Fn&& op, const std::array<const Array*, sizeof...(In)
   });
 }
 
-// The type arithmetic happens in: float for the 16-bit floats, the type itself otherwise.
-template <class T>
-using compute_t =
-    std::conditional_t<std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>, float, T>;
+using crisp::compute_t;
 
 }  // namespace crisp::cpu

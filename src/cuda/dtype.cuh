@@ -12,14 +12,13 @@
 
 #include "crisp/backend.h"
 #include "crisp/error.h"
+#include "kernels/compute_type.h"
 
 namespace crisp::cuda {
 
 template <class T>
 inline constexpr bool is_half_v = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
-// The type arithmetic happens in: float for the 16-bit floats, the type itself otherwise.
-template <class T>
-using compute_t = std::conditional_t<is_half_v<T>, float, T>;
+using crisp::compute_t;
 template <class T>
 inline constexpr bool is_float_v = std::is_floating_point_v<compute_t<T>>;
 

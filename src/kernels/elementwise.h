@@ -10,14 +10,10 @@
 
 #include "crisp/backend.h"
 #include "kernels/attrs.h"
+#include "kernels/compute_type.h"
 #include "kernels/host_device.h"
 
 namespace crisp {
-
-// The type a formula computes in: float for the 16-bit floats (class types in storage on both
-// backends), the stored type otherwise (bool, the integers, float, double).
-template <class T>
-using compute_t = std::conditional_t<std::is_arithmetic_v<T>, T, float>;
 
 namespace formula {
 
